@@ -1,0 +1,167 @@
+"""Building a service application: the kernel wiring every service shares."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.errors import DomainError, install_error_handlers, problem_response
+from services.common.events import FeedConsumer, Handler, feed_router
+from services.common.logging import configure_logging
+from services.common.middleware import RequestContextMiddleware
+from services.common.migrate import upgrade_async
+from services.common.pii import configure_pii
+from services.common.principal import decode_principal
+from services.common.settings import CommonSettings, ServiceSettings
+
+log = logging.getLogger("socialsec.app")
+
+BackgroundJob = Callable[[FastAPI, asyncio.Event], Awaitable[None]]
+
+
+class NotReady(DomainError):
+    status = 503
+    code = "not_ready"
+    title_zh = "服务暂不可用"
+    title_en = "Service not ready"
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Readiness: the database answers", responses={503: {"description": "not ready"}})
+    async def readyz(request: Request) -> Any:
+        try:
+            await asyncio.wait_for(request.app.state.db.ping(), timeout=2.0)
+        except Exception:
+            return problem_response(request, status=503, code=NotReady.code, title=NotReady.title_en)
+        return {"status": "ready", "database": "ok"}
+
+    return router
+
+
+def create_service_app(
+    *,
+    settings: ServiceSettings,
+    common: CommonSettings | None = None,
+    title: str,
+    description: str,
+    routers: Iterable[APIRouter],
+    consumers: Mapping[str, Mapping[str, Handler]] | None = None,
+    background_jobs: Iterable[BackgroundJob] = (),
+    clock: Clock | None = None,
+    version: str = "1.0.0",
+    openapi_tags: list[dict[str, Any]] | None = None,
+) -> FastAPI:
+    """A FastAPI app with the kernel: errors, request ids, principal verification,
+    database, health, event feed, consumers and migrations on start."""
+    common = common or CommonSettings()
+    name = settings.service_name
+    configure_logging(name, common.log_level, common.log_json)
+    configure_pii(common.pii_key_bytes(), common.pii_hash_key_bytes())
+    public_key = common.gateway_public_key_pem()
+    db = Database(settings.resolved_database_url(common), echo=settings.db_echo, pool_size=settings.db_pool_size)
+    consumer_handlers = dict(consumers or {})
+    jobs = list(background_jobs)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            if db.url.startswith("sqlite"):
+                common.var_dir.mkdir(parents=True, exist_ok=True)
+            await upgrade_async(name, db.url)
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        feed_consumers: list[FeedConsumer] = []
+        if settings.consumers_enabled:
+            urls = settings.producer_urls()
+            for producer, handlers in consumer_handlers.items():
+                url = urls.get(producer)
+                if not url:
+                    log.warning("no %s_%s_URL: not consuming %s events", name.upper(), producer.upper(), producer)
+                    continue
+                c = FeedConsumer(
+                    producer=producer, base_url=url, db=db, handlers=handlers,
+                    token=common.internal_token_value(), batch_size=settings.feed_batch_size,
+                    interval=settings.poll_interval_seconds,
+                )
+                feed_consumers.append(c)
+                tasks.append(asyncio.create_task(c.run(stop), name=f"consume-{producer}"))
+            for job in jobs:
+                tasks.append(asyncio.create_task(job(app, stop), name=getattr(job, "__name__", "job")))
+        app.state.feed_consumers = feed_consumers
+        try:
+            yield
+        finally:
+            stop.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for c in feed_consumers:
+                await c.aclose()
+            await db.dispose()
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_tags=openapi_tags,
+    )
+    app.state.settings = settings
+    app.state.common = common
+    app.state.db = db
+    app.state.clock = clock or Clock()
+    app.state.internal_token = common.internal_token_value()
+    app.state.service_name = name
+    app.state.consumer_handlers = consumer_handlers
+    app.state.principal_verifier = lambda token: decode_principal(token, audience=name, public_key_pem=public_key)
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health_router())
+    app.include_router(feed_router())
+    for r in routers:
+        app.include_router(r)
+    _add_security_scheme(app)
+    return app
+
+
+def _add_security_scheme(app: FastAPI) -> None:
+    """Document the platform bearer token (validated at the gateway) on every route."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        comps = schema.setdefault("components", {})
+        comps.setdefault("securitySchemes", {})["platformToken"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "Real-name token issued by a trusted platform (Alipay, WeChat, partners); "
+            "the gateway validates it and forwards a signed X-Principal.",
+        }
+        schema["security"] = [{"platformToken": []}, {}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def json_response(content: Any, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(content, status_code=status_code)

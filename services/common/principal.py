@@ -1,0 +1,287 @@
+"""The gateway's signed principal (`X-Principal`) and the route guards built on it.
+
+The gateway authenticates the caller's platform token and forwards a short-lived
+ES256 JWS with the normalized principal, audience = the target service. Services
+trust nothing else: a plain header, a missing or a forged principal is 401.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from jose import jwt
+from jose.exceptions import JOSEError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from services.common.errors import DomainError
+
+PRINCIPAL_HEADER = "X-Principal"
+PRINCIPAL_ISSUER = "socialsec-gateway"
+PRINCIPAL_TTL_SECONDS = 60
+FRESH_AUTH_SECONDS = 300
+
+
+class PrincipalKind(StrEnum):
+    citizen = "citizen"
+    employer = "employer"
+    agency = "agency"
+    channel = "channel"
+    staff = "staff"
+
+
+class ChannelKind(StrEnum):
+    bank = "bank"
+    hospital = "hospital"
+    window = "window"
+    hotline = "hotline"
+
+
+class StaffRole(StrEnum):
+    operator = "operator"
+    reviewer = "reviewer"
+    admin = "admin"
+
+
+class Principal(BaseModel):
+    """Who is calling, as the gateway normalized it from the platform token."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    kind: PrincipalKind
+    sub: str
+    issuer: str | None = None
+    platform: str | None = None  # alipay, wechat, ... (from the issuer registry)
+    id_number: str | None = None
+    name: str | None = None
+    realname_level: int | None = None
+    auth_method: str | None = None
+    auth_time: int | None = None  # epoch seconds
+    credit_code: str | None = None
+    unit_name: str | None = None
+    operator: str | None = None
+    channel_kind: str | None = None
+    branch_id: str | None = None
+    staff_id: str | None = None
+    roles: tuple[str, ...] = ()
+
+    @property
+    def actor_id(self) -> str:
+        """A stable, PII-free handle for audit rows and idempotency scopes."""
+        if self.kind == PrincipalKind.staff and self.staff_id:
+            return f"staff:{self.staff_id}"
+        if self.kind in (PrincipalKind.employer, PrincipalKind.agency) and self.credit_code:
+            return f"{self.kind}:{self.credit_code}"
+        if self.kind == PrincipalKind.channel:
+            return f"channel:{self.channel_kind}:{self.branch_id or self.sub}"
+        return f"{self.kind}:{self.issuer}:{self.sub}"
+
+    def has_role(self, role: str) -> bool:
+        """Staff role check; admin includes operator and reviewer."""
+        return self.kind == PrincipalKind.staff and (role in self.roles or StaffRole.admin in self.roles)
+
+
+# ---- errors -----------------------------------------------------------------
+
+
+class PrincipalRequired(DomainError):
+    status = 401
+    code = "principal_required"
+    title_zh = "需要登录"
+    title_en = "Authentication required"
+
+
+class PrincipalInvalid(DomainError):
+    status = 401
+    code = "principal_invalid"
+    title_zh = "身份凭证无效"
+    title_en = "Invalid principal"
+
+
+class PrincipalKindNotAllowed(DomainError):
+    status = 403
+    code = "principal_kind_not_allowed"
+    title_zh = "当前身份无权办理此业务"
+    title_en = "This kind of caller may not do this"
+
+
+class RealnameLevelTooLow(DomainError):
+    status = 403
+    code = "realname_level_too_low"
+    title_zh = "实名认证等级不足，请提升认证等级"
+    title_en = "Real-name level too low: step up authentication"
+
+
+class FreshAuthRequired(DomainError):
+    status = 403
+    code = "fresh_auth_required"
+    title_zh = "请重新进行身份认证（5分钟内）"
+    title_en = "A fresh authentication (under 5 minutes) is required"
+
+
+class FaceAuthRequired(DomainError):
+    status = 403
+    code = "face_auth_required"
+    title_zh = "请先完成人脸识别认证"
+    title_en = "A fresh face authentication is required"
+
+
+class StaffRoleRequired(DomainError):
+    status = 403
+    code = "staff_role_required"
+    title_zh = "工作人员角色无权办理此业务"
+    title_en = "Your staff role does not allow this"
+
+
+# ---- encode / decode ----------------------------------------------------------
+
+
+def encode_principal(
+    principal: Principal | dict[str, Any],
+    *,
+    audience: str,
+    private_key_pem: str,
+    request_id: str | None = None,
+    now: float | None = None,
+    ttl: int = PRINCIPAL_TTL_SECONDS,
+    kid: str | None = None,
+) -> str:
+    """Sign a principal for one service (what the gateway does on every forward)."""
+    issued = int(now if now is not None else time.time())
+    prn = principal.model_dump(mode="json", exclude_none=True) if isinstance(principal, Principal) else principal
+    claims = {
+        "iss": PRINCIPAL_ISSUER,
+        "aud": audience,
+        "iat": issued,
+        "exp": issued + ttl,
+        "rid": request_id,
+        "prn": prn,
+    }
+    headers = {"kid": kid} if kid else None
+    return jwt.encode(claims, private_key_pem, algorithm="ES256", headers=headers)
+
+
+def decode_principal(token: str, *, audience: str, public_key_pem: str) -> Principal:
+    """Verify a gateway principal: ES256 only, our issuer, this service's audience, unexpired."""
+    if len(token) > 8192:
+        raise PrincipalInvalid(detail_en="principal too large", detail_zh="身份凭证过大")
+    try:
+        claims = jwt.decode(
+            token,
+            public_key_pem,
+            algorithms=["ES256"],
+            audience=audience,
+            issuer=PRINCIPAL_ISSUER,
+            options={"require_exp": True, "require_iat": True, "require_aud": True, "require_iss": True},
+        )
+    except JOSEError as exc:
+        raise PrincipalInvalid() from exc
+    try:
+        return Principal.model_validate(claims.get("prn") or {})
+    except ValidationError as exc:
+        raise PrincipalInvalid() from exc
+
+
+# ---- FastAPI dependencies ----------------------------------------------------
+
+
+def optional_principal(request: Request) -> Principal | None:
+    """The verified principal, or None when the request carries none."""
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    token = request.headers.get(PRINCIPAL_HEADER)
+    if not token:
+        return None
+    verifier = request.app.state.principal_verifier
+    principal = verifier(token)
+    request.state.principal = principal
+    return principal
+
+
+def current_principal(request: Request) -> Principal:
+    """The verified principal; 401 without one."""
+    principal = optional_principal(request)
+    if principal is None:
+        raise PrincipalRequired()
+    return principal
+
+
+def _now(request: Request) -> float:
+    clock = getattr(request.app.state, "clock", None)
+    return clock.now().timestamp() if clock is not None else time.time()
+
+
+def check_principal(
+    principal: Principal,
+    *,
+    kinds: Iterable[str],
+    now: float,
+    min_level: int = 1,
+    fresh: bool = False,
+    face: bool = False,
+    channel_kinds: Iterable[str] | None = None,
+    roles: Iterable[str] | None = None,
+) -> Principal:
+    """Apply a route's who-rule to a principal; raise the refusal that tells the front end what to do."""
+    allowed = set(kinds)
+    if principal.kind not in allowed:
+        raise PrincipalKindNotAllowed(params={"allowed": sorted(allowed)})
+    if principal.kind == PrincipalKind.citizen:
+        if not principal.id_number:
+            raise PrincipalInvalid(detail_en="citizen principal without an id number", detail_zh="缺少证件号码")
+        if (principal.realname_level or 0) < min_level:
+            raise RealnameLevelTooLow(params={"required_level": min_level, "level": principal.realname_level or 0})
+        if fresh or face:
+            if principal.auth_time is None or now - principal.auth_time > FRESH_AUTH_SECONDS or principal.auth_time > now + 60:
+                raise FaceAuthRequired() if face else FreshAuthRequired()
+        if face and principal.auth_method != "face":
+            raise FaceAuthRequired()
+    if principal.kind == PrincipalKind.channel and channel_kinds is not None:
+        ck = set(channel_kinds)
+        if principal.channel_kind not in ck:
+            raise PrincipalKindNotAllowed(params={"allowed_channels": sorted(ck)})
+    if principal.kind in (PrincipalKind.employer, PrincipalKind.agency) and not principal.credit_code:
+        raise PrincipalInvalid(detail_en="unit principal without a credit code", detail_zh="缺少统一社会信用代码")
+    if principal.kind == PrincipalKind.staff and roles is not None:
+        wanted = list(roles)
+        if wanted and not any(principal.has_role(r) for r in wanted):
+            raise StaffRoleRequired(params={"roles": wanted})
+    return principal
+
+
+def require(
+    *kinds: str,
+    min_level: int = 1,
+    fresh: bool = False,
+    face: bool = False,
+    channel_kinds: Iterable[str] | None = None,
+    roles: Iterable[str] | None = None,
+) -> Callable[[Request], Principal]:
+    """A dependency admitting the given principal kinds at a real-name level (citizens), freshness, roles."""
+    kinds_t = tuple(str(k) for k in kinds)
+    ck = tuple(channel_kinds) if channel_kinds is not None else None
+    rl = tuple(roles) if roles is not None else None
+
+    def dependency(request: Request) -> Principal:
+        principal = current_principal(request)
+        return check_principal(
+            principal, kinds=kinds_t, now=_now(request), min_level=min_level, fresh=fresh, face=face,
+            channel_kinds=ck, roles=rl,
+        )
+
+    return dependency
+
+
+def auth_time_of(principal: Principal) -> datetime | None:
+    """The platform authentication time as a datetime."""
+    from datetime import UTC
+
+    return datetime.fromtimestamp(principal.auth_time, UTC) if principal.auth_time is not None else None
+
+
+AnyPrincipal = Annotated[Principal, Depends(current_principal)]

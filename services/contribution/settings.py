@@ -1,0 +1,10 @@
+"""Contribution service settings (`CONTRIBUTION_*`)."""
+
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="CONTRIBUTION_", extra="ignore")
+    service_name = "contribution"

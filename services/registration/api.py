@@ -1,0 +1,5 @@
+"""Registration HTTP routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/registration/v1", tags=["registration"])

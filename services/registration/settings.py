@@ -1,0 +1,10 @@
+"""Registration service settings (`REGISTRATION_*`)."""
+
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="REGISTRATION_", extra="ignore")
+    service_name = "registration"

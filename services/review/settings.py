@@ -1,0 +1,10 @@
+"""Review service settings (`REVIEW_*`)."""
+
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="REVIEW_", extra="ignore")
+    service_name = "review"
