@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.db import Database
+from services.common.db import Database, DbSession
 from services.common.errors import DomainError
 from services.common.models import ConsumerCursor, InboxEvent, OutboxEvent
 
@@ -143,8 +143,6 @@ def require_internal(request: Request) -> None:
 
 def feed_router() -> APIRouter:
     """`GET /internal/v1/events`: the producer side of the default transport."""
-    from services.common.db import DbSession
-
     router = APIRouter(tags=["internal"], include_in_schema=False)
 
     @router.get("/internal/v1/events", response_model=FeedPage, dependencies=[Depends(require_internal)])

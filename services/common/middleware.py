@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -13,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.common.context import request_id_var
 
 access_log = logging.getLogger("socialsec.access")
+error_log = logging.getLogger("socialsec.errors")
 _RID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -35,12 +37,12 @@ class RequestContextMiddleware:
                 break
         rid = rid or uuid.uuid4().hex
         token = request_id_var.set(rid)
-        scope.setdefault("state", {})["request_id"] = rid
         started = time.perf_counter()
-        status_holder: dict[str, Any] = {"status": 500}
+        status_holder: dict[str, Any] = {"status": 500, "started": False}
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
+                status_holder["started"] = True
                 status_holder["status"] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid.encode()))
@@ -49,6 +51,11 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # The traceback goes to the log (which masks id numbers), never to the client.
+            error_log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not status_holder["started"]:
+                await _send_internal_error(scope, send_wrapper, rid)
         finally:
             path = scope.get("path", "")
             if not path.startswith(("/healthz", "/readyz", "/internal/")):
@@ -66,3 +73,22 @@ class RequestContextMiddleware:
                     },
                 )
             request_id_var.reset(token)
+
+
+async def _send_internal_error(scope: Scope, send: Send, rid: str) -> None:
+    """A 500 problem document in the caller's language."""
+    from services.common.errors import InternalError
+
+    accept = ""
+    for name, value in scope.get("headers", []):
+        if name == b"accept-language":
+            accept = value.decode("latin-1").lower()
+    title = InternalError.title_en if accept.startswith("en") else InternalError.title_zh
+    body = json.dumps(
+        {"type": "https://socialsec.example/problems/internal_error", "title": title, "status": 500,
+         "detail": title, "code": InternalError.code, "errors": [], "request_id": rid},
+        ensure_ascii=False,
+    ).encode()
+    await send({"type": "http.response.start", "status": 500,
+                "headers": [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

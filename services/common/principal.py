@@ -191,16 +191,11 @@ def decode_principal(token: str, *, audience: str, public_key_pem: str) -> Princ
 
 def optional_principal(request: Request) -> Principal | None:
     """The verified principal, or None when the request carries none."""
-    cached = getattr(request.state, "principal", None)
-    if cached is not None:
-        return cached
     token = request.headers.get(PRINCIPAL_HEADER)
     if not token:
         return None
     verifier = request.app.state.principal_verifier
-    principal = verifier(token)
-    request.state.principal = principal
-    return principal
+    return verifier(token)
 
 
 def current_principal(request: Request) -> Principal:
