@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,7 +24,7 @@ from services.common.settings import CommonSettings, ServiceSettings
 
 log = logging.getLogger("socialsec.app")
 
-BackgroundJob = Callable[[FastAPI, asyncio.Event], Awaitable[None]]
+BackgroundJob = Callable[[FastAPI, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 class NotReady(DomainError):

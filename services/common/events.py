@@ -119,7 +119,7 @@ async def read_feed(session: AsyncSession, *, after: str | None, limit: int) -> 
     stmt = select(OutboxEvent).where(
         or_(OutboxEvent.txid > txid, and_(OutboxEvent.txid == txid, OutboxEvent.seq > seq))
     )
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         horizon = (await session.execute(text("SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint"))).scalar_one()
         stmt = stmt.where(OutboxEvent.txid < horizon)
     stmt = stmt.order_by(OutboxEvent.txid, OutboxEvent.seq).limit(limit)
