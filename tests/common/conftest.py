@@ -16,8 +16,8 @@ from services.common.audit import record_audit
 from services.common.db import DbSession
 from services.common.errors import DomainError
 from services.common.events import Outbox
-from services.common.identifiers import CreditCode, IdNumber, Month
 from services.common.idempotency import run_idempotent
+from services.common.identifiers import CreditCode, IdNumber, Month
 from services.common.models import KernelBase
 from services.common.pii import EncryptedString, id_hash, mask_id_number
 from services.common.principal import Principal, require

@@ -117,8 +117,8 @@ class TestPrincipal:
         assert r.status_code == 401
 
     async def test_expired_principal_is_401(self, ksvc):
-        from pathlib import Path
         import os
+        from pathlib import Path
 
         from services.common.principal import encode_principal
 
@@ -128,10 +128,12 @@ class TestPrincipal:
         assert r.status_code == 401
 
     async def test_hs256_with_public_key_is_401(self, ksvc):
+        import base64
+        import hashlib
+        import hmac
+        import json
         import os
         from pathlib import Path
-
-        import hmac, hashlib, base64, json
 
         pub = (Path(os.environ["SOCIALSEC_VAR_DIR"]) / "keys" / "gateway-signing.pub.pem").read_bytes()
 
