@@ -28,8 +28,8 @@ ensure_dev_keys(_KEYS_DIR)
 KEYS = _KEYS_DIR / "keys"
 os.environ["SOCIALSEC_GATEWAY_PUBLIC_KEY_FILE"] = str(KEYS / "gateway-signing.pub.pem")
 
-from services.common.settings import CommonSettings  # noqa: E402
 from services.common.migrate import upgrade  # noqa: E402
+from services.common.settings import CommonSettings  # noqa: E402
 from tests.helpers import principal_headers  # noqa: E402,F401
 
 PG_URL = os.environ.get("TEST_POSTGRES_URL")
