@@ -177,3 +177,20 @@ class TestIdentifiers:
     def test_region_fallback(self):
         assert region_candidates("110105") == ["110105", "110100", "110000"]
         assert region_candidates("110000") == ["110000"]
+
+
+class TestTransactionBoundary:
+    async def test_a_failing_commit_is_an_error_answer_not_a_201(self, ksvc, monkeypatch):
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        real_commit = AsyncSession.commit
+
+        async def failing_commit(self):
+            raise RuntimeError("disk full")
+
+        monkeypatch.setattr(AsyncSession, "commit", failing_commit)
+        r = await ksvc.client.post("/t/widgets", json={"id_number": IDN, "name": "a"}, headers=_cit())
+        monkeypatch.setattr(AsyncSession, "commit", real_commit)
+        # The commit runs before the response is sent, so the client hears about the failure.
+        assert r.status_code == 500 and r.json()["code"] == "internal_error"
+        assert await _count(ksvc, Widget) == 0
