@@ -1,0 +1,180 @@
+"""Quotes: months priced at a base or a yearly grade, itemized per month, insurance and payer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.enums import Category, Insurance, LinePayer
+from services.common.identifiers import month_index
+from services.contribution.errors import (
+    BackPaymentOutsideWindow,
+    BaseOutsideBand,
+    GradeNotOffered,
+    MonthsTooFarAhead,
+    PolicyNotFound,
+)
+from services.contribution.models import Policy
+from services.contribution.policies import policies_for_months
+from services.contribution.pricing import Line, earliest_back_pay_month, latest_month_ahead, premium
+from services.contribution.schemas import LineOut, QuoteIn, QuoteOut
+
+INSURANCE_ORDER = list(Insurance)
+
+
+@dataclass
+class Priced:
+    """A priced request: lines, totals, and the months it covers."""
+
+    category: Category
+    region_code: str
+    months: list[str]
+    back_payment_months: list[str]
+    lines: list[Line]
+    year: int | None = None
+    periods: list[str] = field(default_factory=list)  # YYYY-MM, or YYYY for a resident's year
+
+    @property
+    def total_fen(self) -> int:
+        return sum(line.amount_fen for line in self.lines if line.payer != LinePayer.government)
+
+    @property
+    def subsidy_fen(self) -> int:
+        return sum(line.amount_fen for line in self.lines if line.payer == LinePayer.government)
+
+
+def line_out(line: Line) -> LineOut:
+    return LineOut(
+        month=line.month, insurance=line.insurance, payer=line.payer, base_fen=line.base_fen,
+        rate_bp=line.rate_bp, amount_fen=line.amount_fen, person_id=line.person_id,
+    )
+
+
+def quote_out(priced: Priced) -> QuoteOut:
+    """The public shape of a quote."""
+    return QuoteOut(
+        category=priced.category, region_code=priced.region_code, months=priced.months,
+        back_payment_months=priced.back_payment_months, lines=[line_out(x) for x in priced.lines],
+        total_fen=priced.total_fen, subsidy_fen=priced.subsidy_fen,
+    )
+
+
+def _window_error(window: str, earliest: str, months: list[str]) -> BackPaymentOutsideWindow:
+    return BackPaymentOutsideWindow(
+        detail_zh=f"补缴期限为 {window}：最早可补缴 {earliest}",
+        detail_en=f"The back-payment window is {window}: the earliest month allowed is {earliest}",
+        params={"window": window, "earliest_month": earliest, "months": months},
+    )
+
+
+def check_months(months: list[str], *, current_month: str, window: str) -> list[str]:
+    """Refuse months too far ahead or before the back-pay window; the back-paid months."""
+    latest = latest_month_ahead(current_month)
+    ahead = [m for m in months if month_index(m) > month_index(latest)]
+    if ahead:
+        raise MonthsTooFarAhead(
+            detail_zh=f"最晚可预缴至 {latest}", detail_en=f"The latest month that may be paid is {latest}",
+            params={"latest_month": latest, "months": ahead},
+        )
+    earliest = earliest_back_pay_month(window, current_month)
+    back = [m for m in months if month_index(m) < month_index(current_month)]
+    refused = [m for m in back if month_index(m) < month_index(earliest)]
+    if refused:
+        raise _window_error(window, earliest, refused)
+    return back
+
+
+def payer_lines(
+    policy: Policy, *, month: str, base_fen: int, category: Category, work_injury_class: int | None,
+    insurances: list[str] | None = None, person_key: str | None = None, person_id: str | None = None,
+) -> list[Line]:
+    """The lines of one month at a base: per insurance, the payers the category has."""
+    payers = [LinePayer.individual] if category == Category.flexible else [LinePayer.employer, LinePayer.employee]
+    lines: list[Line] = []
+    for ins in INSURANCE_ORDER:
+        if insurances is not None and ins not in insurances:
+            continue
+        if ins == Insurance.work_injury:
+            if category != Category.employee or work_injury_class is None:
+                continue
+            rate = int(policy.work_injury_rates.get(str(work_injury_class), 0))
+            rates = {LinePayer.employer: rate}
+        else:
+            per = policy.rates.get(str(ins)) or {}
+            rates = {p: int(per.get(str(p), 0)) for p in payers}
+        for payer in payers:
+            rate = rates.get(payer, 0)
+            if rate <= 0:
+                continue
+            lines.append(Line(
+                month=month, insurance=ins, payer=payer, base_fen=base_fen, rate_bp=rate,
+                amount_fen=premium(base_fen, rate, policy.rounding), person_key=person_key, person_id=person_id,
+            ))
+    return lines
+
+
+async def price(*, session: AsyncSession, body: QuoteIn, today: date, current_month: str) -> Priced:
+    """Price a request against the policies in force; refuse what the rules refuse."""
+    if body.category == Category.resident:
+        return await _price_resident(session=session, body=body, today=today, current_month=current_month)
+    assert body.months is not None and body.base_fen is not None
+    months = list(body.months)
+    policies = await policies_for_months(session=session, region_code=body.region_code, months=months)
+    try:
+        today_policy = await policies_for_months(session=session, region_code=body.region_code, months=[current_month])
+        window = today_policy[current_month].back_pay_window
+    except PolicyNotFound:
+        window = policies[months[0]].back_pay_window
+    back = check_months(months, current_month=current_month, window=window)
+    lines: list[Line] = []
+    for month in months:
+        p = policies[month]
+        if not p.base_lower_fen <= body.base_fen <= p.base_upper_fen:
+            raise BaseOutsideBand(
+                detail_zh=f"{month} 的缴费基数应在 {p.base_lower_fen} 至 {p.base_upper_fen} 分之间",
+                detail_en=f"The base for {month} must be between {p.base_lower_fen} and {p.base_upper_fen} fen",
+                params={"month": month, "base_lower_fen": p.base_lower_fen, "base_upper_fen": p.base_upper_fen},
+                errors=[{"field": "base_fen", "code": "base_outside_band",
+                         "message_zh": "缴费基数超出上下限", "message_en": "outside the band"}],
+            )
+        lines += payer_lines(p, month=month, base_fen=body.base_fen, category=body.category,
+                             work_injury_class=body.work_injury_class)
+    return Priced(category=body.category, region_code=body.region_code, months=months, back_payment_months=back,
+                  lines=lines, periods=months)
+
+
+async def _price_resident(*, session: AsyncSession, body: QuoteIn, today: date, current_month: str) -> Priced:
+    """A resident's yearly grade: one individual line, and the government's subsidy as its own line."""
+    assert body.year is not None and body.grade_fen is not None
+    first = f"{body.year:04d}-01"
+    policy = (await policies_for_months(session=session, region_code=body.region_code, months=[first]))[first]
+    year_months = [f"{body.year:04d}-{m:02d}" for m in range(1, 13)]
+    back_year = body.year < today.year
+    if back_year:
+        earliest = earliest_back_pay_month(policy.back_pay_window, current_month)
+        if month_index(year_months[-1]) < month_index(earliest):
+            raise _window_error(policy.back_pay_window, earliest, [str(body.year)])
+    if month_index(first) > month_index(latest_month_ahead(current_month)):
+        latest = latest_month_ahead(current_month)
+        raise MonthsTooFarAhead(params={"latest_month": latest, "months": [str(body.year)]},
+                                detail_en=f"The latest month that may be paid is {latest}")
+    grade = next((g for g in policy.grades if int(g["grade_fen"]) == body.grade_fen), None)
+    if grade is None:
+        offered = [int(g["grade_fen"]) for g in policy.grades]
+        raise GradeNotOffered(
+            detail_zh="请选择该地区提供的缴费档次", detail_en="Choose one of the grades the region offers",
+            params={"grades_fen": offered},
+            errors=[{"field": "grade_fen", "code": "grade_not_offered",
+                     "message_zh": "没有此档次", "message_en": "grade not offered"}],
+        )
+    lines = [Line(month=first, insurance=Insurance.pension, payer=LinePayer.individual, base_fen=body.grade_fen,
+                  rate_bp=10000, amount_fen=body.grade_fen)]
+    subsidy = 0 if back_year else int(grade["subsidy_fen"])  # back-paid years get no subsidy
+    if subsidy:
+        lines.append(Line(month=first, insurance=Insurance.pension, payer=LinePayer.government,
+                          base_fen=body.grade_fen, rate_bp=0, amount_fen=subsidy))
+    return Priced(category=Category.resident, region_code=body.region_code, months=[first],
+                  back_payment_months=[first] if back_year else [], lines=lines, year=body.year,
+                  periods=[str(body.year)])
