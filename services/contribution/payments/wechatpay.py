@@ -1,0 +1,289 @@
+"""WeChat Pay API v3 for mini-programs: JSAPI prepay, payment parameters, notifications.
+
+Requests carry `Authorization: WECHATPAY2-SHA256-RSA2048 mchid=...,nonce_str=...,
+signature=...,timestamp=...,serial_no=...`, the signature being SHA256withRSA with
+the merchant key over `METHOD\\nURL\\ntimestamp\\nnonce\\nbody\\n` (URL = path and
+query). Answers and notifications are signed by the platform over
+`timestamp\\nnonce\\nbody\\n`; `Wechatpay-Serial` names the key, a platform
+certificate serial or a public-key id (`PUB_KEY_ID_...`). A notification's
+`resource` is AEAD_AES_256_GCM-encrypted with the APIv3 key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+SCHEMA = "WECHATPAY2-SHA256-RSA2048"
+JSAPI_PATH = "/v3/pay/transactions/jsapi"
+MAX_NOTIFICATION_BYTES = 64 * 1024
+
+
+class WechatPayError(Exception):
+    """The platform refused a request or answered something we cannot trust."""
+
+
+class NotificationRejected(Exception):
+    """A notification we must not act on (forged, stale, malformed or not ours)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def nonce_str() -> str:
+    """32 random characters."""
+    return secrets.token_hex(16).upper()
+
+
+def rsa_sign(message: str, key: RSAPrivateKey) -> str:
+    return base64.b64encode(key.sign(message.encode("utf-8"), padding.PKCS1v15(), hashes.SHA256())).decode()
+
+
+def rsa_verify(message: bytes, signature: str, key: RSAPublicKey) -> bool:
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    try:
+        key.verify(raw, message, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
+
+
+def request_message(method: str, url_path: str, timestamp: str, nonce: str, body: str) -> str:
+    """What the merchant signs for one request."""
+    return f"{method.upper()}\n{url_path}\n{timestamp}\n{nonce}\n{body}\n"
+
+
+def authorization(
+    *, method: str, url_path: str, body: str, mchid: str, serial_no: str, key: RSAPrivateKey, timestamp: int,
+    nonce: str | None = None,
+) -> str:
+    """The `Authorization` header of one API v3 request."""
+    n = nonce or nonce_str()
+    signature = rsa_sign(request_message(method, url_path, str(timestamp), n, body), key)
+    return (
+        f'{SCHEMA} mchid="{mchid}",nonce_str="{n}",signature="{signature}",'
+        f'timestamp="{timestamp}",serial_no="{serial_no}"'
+    )
+
+
+def parse_authorization(header: str) -> dict[str, str]:
+    """The fields of a `WECHATPAY2-SHA256-RSA2048 k="v",...` header (the sandbox verifies with it)."""
+    if not header.startswith(SCHEMA + " "):
+        raise ValueError("unknown schema")
+    out: dict[str, str] = {}
+    for part in header[len(SCHEMA) + 1 :].split(","):
+        k, sep, v = part.strip().partition("=")
+        if not sep or len(v) < 2 or v[0] != '"' or v[-1] != '"':
+            raise ValueError("malformed authorization")
+        out[k] = v[1:-1]
+    return out
+
+
+def pay_sign_message(appid: str, timestamp: str, nonce: str, package: str) -> str:
+    """What the merchant signs for `wx.requestPayment`."""
+    return f"{appid}\n{timestamp}\n{nonce}\n{package}\n"
+
+
+def mini_program_params(*, appid: str, prepay_id: str, key: RSAPrivateKey, timestamp: int, nonce: str | None = None) -> dict[str, str]:
+    """The parameters the mini-program hands to `wx.requestPayment`."""
+    n = nonce or nonce_str()
+    package = f"prepay_id={prepay_id}"
+    ts = str(timestamp)
+    return {
+        "appId": appid,
+        "timeStamp": ts,
+        "nonceStr": n,
+        "package": package,
+        "signType": "RSA",
+        "paySign": rsa_sign(pay_sign_message(appid, ts, n, package), key),
+    }
+
+
+def verify_signed_message(
+    *, headers: Mapping[str, str], body: bytes, platform_keys: Mapping[str, RSAPublicKey], now: int, tolerance: int,
+) -> str:
+    """Verify a platform-signed answer or notification; return the serial that verified it."""
+    timestamp = headers.get("wechatpay-timestamp") or headers.get("Wechatpay-Timestamp")
+    nonce = headers.get("wechatpay-nonce") or headers.get("Wechatpay-Nonce")
+    signature = headers.get("wechatpay-signature") or headers.get("Wechatpay-Signature")
+    serial = headers.get("wechatpay-serial") or headers.get("Wechatpay-Serial")
+    if not (timestamp and nonce and signature and serial):
+        raise NotificationRejected("unsigned")
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        raise NotificationRejected("timestamp")
+    if abs(now - int(timestamp)) > tolerance:
+        raise NotificationRejected("stale")
+    key = platform_keys.get(serial)
+    if key is None:
+        raise NotificationRejected("unknown_serial")
+    message = f"{timestamp}\n{nonce}\n".encode() + body + b"\n"
+    if not rsa_verify(message, signature, key):
+        raise NotificationRejected("signature")
+    return serial
+
+
+def decrypt_resource(resource: Mapping[str, Any], apiv3_key: bytes) -> dict[str, Any]:
+    """AEAD_AES_256_GCM-decrypt a notification's `resource` into its JSON object."""
+    if resource.get("algorithm") != "AEAD_AES_256_GCM":
+        raise NotificationRejected("algorithm")
+    ciphertext, nonce = resource.get("ciphertext"), resource.get("nonce")
+    associated = resource.get("associated_data") or ""
+    if not isinstance(ciphertext, str) or not isinstance(nonce, str) or not isinstance(associated, str):
+        raise NotificationRejected("resource")
+    try:
+        plain = AESGCM(apiv3_key).decrypt(nonce.encode(), base64.b64decode(ciphertext, validate=True), associated.encode())
+    except (InvalidTag, binascii.Error, ValueError) as exc:
+        raise NotificationRejected("decrypt") from exc
+    try:
+        data = json.loads(plain)
+    except ValueError as exc:
+        raise NotificationRejected("resource_json") from exc
+    if not isinstance(data, dict):
+        raise NotificationRejected("resource_json")
+    return data
+
+
+@dataclass(frozen=True)
+class WechatPayConfig:
+    base_url: str
+    mchid: str
+    appid: str
+    merchant_key: RSAPrivateKey
+    merchant_serial: str
+    platform_keys: Mapping[str, RSAPublicKey]
+    apiv3_key: bytes
+    notify_url: str
+    tolerance_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """A verified, decrypted transaction notification."""
+
+    notification_id: str
+    event_type: str
+    mchid: str
+    appid: str
+    out_trade_no: str
+    transaction_id: str | None
+    trade_state: str
+    total_fen: int
+    success_time: str | None
+    serial: str
+    data: dict[str, Any]
+
+    @property
+    def paid(self) -> bool:
+        return self.trade_state == "SUCCESS"
+
+    @property
+    def closed(self) -> bool:
+        return self.trade_state in ("CLOSED", "REVOKED", "PAYERROR")
+
+
+def parse_notification(config: WechatPayConfig, *, headers: Mapping[str, str], body: bytes, now: int) -> Transaction:
+    """Verify, decrypt and read a payment notification, or raise NotificationRejected."""
+    if len(body) > MAX_NOTIFICATION_BYTES:
+        raise NotificationRejected("too_large")
+    serial = verify_signed_message(
+        headers=headers, body=body, platform_keys=config.platform_keys, now=now, tolerance=config.tolerance_seconds
+    )
+    try:
+        envelope = json.loads(body)
+    except ValueError as exc:
+        raise NotificationRejected("json") from exc
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("resource"), dict):
+        raise NotificationRejected("resource")
+    data = decrypt_resource(envelope["resource"], config.apiv3_key)
+    amount = data.get("amount")
+    total = amount.get("total") if isinstance(amount, dict) else None
+    out_trade_no, trade_state = data.get("out_trade_no"), data.get("trade_state")
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        raise NotificationRejected("amount")
+    if not isinstance(out_trade_no, str) or not isinstance(trade_state, str):
+        raise NotificationRejected("fields")
+    tid = data.get("transaction_id")
+    st = data.get("success_time")
+    return Transaction(
+        notification_id=str(envelope.get("id") or ""),
+        event_type=str(envelope.get("event_type") or ""),
+        mchid=str(data.get("mchid") or ""),
+        appid=str(data.get("appid") or ""),
+        out_trade_no=out_trade_no,
+        transaction_id=tid if isinstance(tid, str) else None,
+        trade_state=trade_state,
+        total_fen=total,
+        success_time=st if isinstance(st, str) else None,
+        serial=serial,
+        data=data,
+    )
+
+
+async def jsapi_prepay(
+    config: WechatPayConfig, client: httpx.AsyncClient, *, out_trade_no: str, amount_fen: int, description: str,
+    openid: str, now: int, time_expire: str | None = None,
+) -> str:
+    """Place a JSAPI order; verify the platform's signed answer; return the prepay_id."""
+    payload: dict[str, Any] = {
+        "appid": config.appid,
+        "mchid": config.mchid,
+        "description": description,
+        "out_trade_no": out_trade_no,
+        "notify_url": config.notify_url,
+        "amount": {"total": amount_fen, "currency": "CNY"},
+        "payer": {"openid": openid},
+    }
+    if time_expire:
+        payload["time_expire"] = time_expire
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    url = config.base_url.rstrip("/") + JSAPI_PATH
+    split = urlsplit(url)
+    path = split.path + (f"?{split.query}" if split.query else "")
+    auth = authorization(
+        method="POST", url_path=path, body=body, mchid=config.mchid, serial_no=config.merchant_serial,
+        key=config.merchant_key, timestamp=now,
+    )
+    try:
+        resp = await client.post(
+            url, content=body.encode(),
+            headers={"Authorization": auth, "Content-Type": "application/json", "Accept": "application/json"},
+        )
+    except httpx.HTTPError as exc:
+        raise WechatPayError(f"WeChat Pay unreachable: {type(exc).__name__}") from exc
+    try:
+        verify_signed_message(
+            headers=resp.headers, body=resp.content, platform_keys=config.platform_keys, now=now,
+            tolerance=config.tolerance_seconds,
+        )
+    except NotificationRejected as exc:
+        raise WechatPayError(f"WeChat Pay answer not verified: {exc.reason}") from exc
+    if resp.status_code != 200:
+        try:
+            code = resp.json().get("code")
+        except ValueError:
+            code = None
+        raise WechatPayError(f"WeChat Pay refused: HTTP {resp.status_code} {code or ''}".strip())
+    try:
+        prepay_id = resp.json().get("prepay_id")
+    except ValueError as exc:
+        raise WechatPayError("WeChat Pay answer is not JSON") from exc
+    if not isinstance(prepay_id, str) or not prepay_id:
+        raise WechatPayError("WeChat Pay answer has no prepay_id")
+    return prepay_id
