@@ -1,5 +1,229 @@
-"""Registration HTTP routes."""
+"""Registration HTTP routes: parse, authorize, call the service layer, shape the answer."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from services.common.clock import Clock
+from services.common.db import DbSession
+from services.common.idempotency import run_idempotent
+from services.common.identifiers import CreditCode, RegionCode
+from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from services.common.principal import Principal, require
+from services.registration import employers, rules, service
+from services.registration.errors import RegionalRuleNotFound
+from services.registration.schemas import (
+    EmployeeIn,
+    EmployeeOut,
+    EmployerIn,
+    EmployerOut,
+    EndEnrolmentIn,
+    EnrolmentOut,
+    PensionAwardIn,
+    PensionAwardOut,
+    PersonProfile,
+    RegionalRuleIn,
+    RegionalRuleOut,
+    RosterPage,
+    RosterStatus,
+    SelfEnrolmentIn,
+    SeparationIn,
+    StaffPersonView,
+)
 
 router = APIRouter(prefix="/registration/v1", tags=["registration"])
+
+Employer = Annotated[Principal, Depends(require("employer"))]
+EmployerOrStaff = Annotated[Principal, Depends(require("employer", "staff"))]
+EmployerOrOperator = Annotated[Principal, Depends(require("employer", "staff", roles=["operator"]))]
+CitizenL1 = Annotated[Principal, Depends(require("citizen", min_level=1))]
+CitizenL2 = Annotated[Principal, Depends(require("citizen", min_level=2))]
+Staff = Annotated[Principal, Depends(require("staff"))]
+Operator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
+Admin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
+
+CreditCodePath = Annotated[CreditCode, Path(description="unified social credit code")]
+PersonIdPath = Annotated[str, Path(max_length=36, description="the person's opaque id")]
+EnrolmentIdPath = Annotated[str, Path(max_length=36)]
+
+
+def _clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+# ---- employers ----------------------------------------------------------------------------
+
+
+@router.post(
+    "/employers", status_code=201, response_model=EmployerOut, summary="Register a unit",
+    responses={403: {"description": "another employer's credit code"}, 409: {"description": "employer_already_registered"},
+               422: {"description": "credit_code_invalid and other bad input"}},
+)
+async def register_employer(body: EmployerIn, request: Request, session: DbSession, principal: EmployerOrOperator) -> Any:
+    """An employer registers itself (its own credit code only); staff operators register any unit."""
+    return await run_idempotent(
+        session, request, scope=principal.actor_id, status_code=201,
+        action=lambda: employers.register_employer(session=session, clock=_clock(request), principal=principal, body=body),
+    )
+
+
+@router.get("/employers/{credit_code}", response_model=EmployerOut, summary="A registered unit")
+async def get_employer(credit_code: CreditCodePath, session: DbSession, principal: EmployerOrStaff) -> EmployerOut:
+    employers.check_own(principal, credit_code)
+    return employers.employer_out(await employers.get_employer(session=session, credit_code=credit_code))
+
+
+@router.post(
+    "/employers/{credit_code}/employees", status_code=201, response_model=EmployeeOut, summary="Enrol an employee",
+    responses={409: {"description": "employee_already_enrolled, enrolment_conflict, person_is_pensioner"}},
+)
+async def enrol_employee(
+    credit_code: CreditCodePath, body: EmployeeIn, request: Request, session: DbSession, principal: Employer,
+) -> Any:
+    """增员. Registered more than 30 days after the hire date: accepted with `late` and `late_days`."""
+    employers.check_own(principal, credit_code)
+    return await run_idempotent(
+        session, request, scope=principal.actor_id, status_code=201,
+        action=lambda: employers.enrol_employee(
+            session=session, clock=_clock(request), principal=principal, credit_code=credit_code, body=body,
+        ),
+    )
+
+
+@router.get("/employers/{credit_code}/employees", response_model=RosterPage, summary="The roster, paginated")
+async def list_employees(
+    credit_code: CreditCodePath,
+    session: DbSession,
+    principal: EmployerOrStaff,
+    status: Annotated[RosterStatus | None, Query(description="active or ended")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> RosterPage:
+    employers.check_own(principal, credit_code)
+    return await employers.roster(session=session, credit_code=credit_code, status=status, limit=limit, cursor=cursor)
+
+
+@router.post(
+    "/employers/{credit_code}/employees/{person_id}/separation", response_model=EmployeeOut,
+    summary="End an employment (减员)",
+)
+async def separate_employee(
+    credit_code: CreditCodePath, person_id: PersonIdPath, body: SeparationIn, request: Request, session: DbSession,
+    principal: Employer,
+) -> Any:
+    employers.check_own(principal, credit_code)
+    return await run_idempotent(
+        session, request, scope=principal.actor_id, status_code=200,
+        action=lambda: employers.separate_employee(
+            session=session, clock=_clock(request), principal=principal, credit_code=credit_code,
+            person_id=person_id, body=body,
+        ),
+    )
+
+
+# ---- me -------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/me/enrolments", status_code=201, response_model=EnrolmentOut, summary="Enrol myself (flexible or resident)",
+    responses={409: {"description": "enrolment_conflict, person_is_pensioner"}},
+)
+async def enrol_self(body: SelfEnrolmentIn, request: Request, session: DbSession, principal: CitizenL1) -> Any:
+    """The id number and name are the token's; a body carrying them is refused (422)."""
+    return await run_idempotent(
+        session, request, scope=principal.actor_id, status_code=201,
+        action=lambda: service.enrol_self(session=session, clock=_clock(request), principal=principal, body=body),
+    )
+
+
+@router.post("/me/enrolments/{enrolment_id}/end", response_model=EnrolmentOut, summary="Stop a self-enrolment")
+async def end_self_enrolment(
+    enrolment_id: EnrolmentIdPath, body: EndEnrolmentIn, request: Request, session: DbSession, principal: CitizenL2,
+) -> Any:
+    return await run_idempotent(
+        session, request, scope=principal.actor_id, status_code=200,
+        action=lambda: service.end_self_enrolment(
+            session=session, clock=_clock(request), principal=principal, enrolment_id=enrolment_id, body=body,
+        ),
+    )
+
+
+@router.get("/me", response_model=PersonProfile, summary="My insured profile")
+async def me(session: DbSession, principal: CitizenL1) -> PersonProfile:
+    return await service.my_profile(session=session, principal=principal)
+
+
+# ---- persons (staff) -------------------------------------------------------------------------
+
+
+@router.get("/persons/{person_id}", response_model=StaffPersonView, response_model_exclude_none=False,
+            summary="A person (staff); unmasked for operators, audited")
+async def get_person(
+    person_id: PersonIdPath,
+    request: Request,
+    session: DbSession,
+    principal: Staff,
+    unmasked: Annotated[bool, Query(description="show the full id number (operator or admin; audited)")] = False,
+    reason: Annotated[str | None, Query(max_length=200, description="why the full id number is read")] = None,
+) -> StaffPersonView:
+    return await service.staff_person_view(
+        session=session, clock=_clock(request), principal=principal, person_id=person_id, unmasked=unmasked,
+        reason=reason,
+    )
+
+
+@router.post(
+    "/persons/{person_id}/pension-award", response_model=PensionAwardOut, summary="Award a pension",
+    responses={409: {"description": "person_is_pensioner"}},
+)
+async def award_pension(
+    person_id: PersonIdPath, body: PensionAwardIn, request: Request, session: DbSession, principal: Operator,
+) -> Any:
+    return await run_idempotent(
+        session, request, scope=principal.actor_id, status_code=200,
+        action=lambda: service.award_pension(
+            session=session, clock=_clock(request), principal=principal, person_id=person_id, body=body,
+        ),
+    )
+
+
+# ---- regional rules ------------------------------------------------------------------------------
+
+
+@router.get("/regional-rules/{region_code}", response_model=RegionalRuleOut, summary="The rule in force (public)")
+async def get_regional_rule(
+    region_code: Annotated[RegionCode, Path()],
+    request: Request,
+    session: DbSession,
+    on: Annotated[date | None, Query(description="default: today (Asia/Shanghai)")] = None,
+) -> RegionalRuleOut:
+    """Whether flexible enrolment in the region needs a local household registration, at the region, city or province."""
+    rule = await rules.rule_in_force(session=session, region_code=region_code, on=on or _clock(request).today())
+    if rule is None:
+        raise RegionalRuleNotFound()
+    return rules.rule_out(rule)
+
+
+@router.put(
+    "/regional-rules/{region_code}/{effective_from}", response_model=RegionalRuleOut,
+    summary="Add or replace a dated regional rule (staff admin, audited)",
+    responses={201: {"description": "created", "model": RegionalRuleOut}},
+)
+async def put_regional_rule(
+    region_code: Annotated[RegionCode, Path()],
+    effective_from: date,
+    body: RegionalRuleIn,
+    request: Request,
+    session: DbSession,
+    principal: Admin,
+) -> Any:
+    out, created = await rules.put_rule(
+        session=session, principal=principal, region_code=region_code, effective_from=effective_from, body=body,
+        now=_clock(request).now(),
+    )
+    return JSONResponse(out.model_dump(mode="json"), status_code=201 if created else 200)
