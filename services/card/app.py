@@ -1,24 +1,64 @@
 """Card service: social security cards, PINs, activation, electronic cards."""
 
+from __future__ import annotations
+
+import asyncio
+import logging
+
 from fastapi import FastAPI
 
+from services.card.api import router
+from services.card.ecard import QrSigner
+from services.card.pins import PinHasher
+from services.card.readmodel import HANDLERS
+from services.card.service import lift_expired_losses
+from services.card.settings import Settings
 from services.common.app import create_service_app
 from services.common.clock import Clock
 from services.common.settings import CommonSettings
-from services.card.api import router
-from services.card.settings import Settings
+
+log = logging.getLogger("socialsec.card")
+
+
+async def loss_sweep(app: FastAPI, stop: asyncio.Event) -> None:
+    """Lift temporary loss reports whose day has come (reads lift them too)."""
+    interval = app.state.settings.loss_sweep_interval_seconds
+    while not stop.is_set():
+        try:
+            async with app.state.db.sessionmaker() as session, session.begin():
+                lifted = await lift_expired_losses(session=session, clock=app.state.clock)
+            if lifted:
+                log.info("lifted %d temporary loss reports", lifted)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the database may be away; try again next round
+            log.warning("loss sweep failed: %s", type(exc).__name__)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            pass
 
 
 def create_app(settings: Settings | None = None, common: CommonSettings | None = None, clock: Clock | None = None) -> FastAPI:
     """The card service application."""
-    return create_service_app(
-        settings=settings or Settings(),
+    settings = settings or Settings()
+    common = common or CommonSettings()
+    app = create_service_app(
+        settings=settings,
         common=common,
         clock=clock,
         title="Card service",
-        description="Social security cards, PINs, activation and electronic cards.",
+        description="Social security cards: application, issuance, activation, PIN, loss reports, electronic cards.",
         routers=[router],
+        consumers={"registration": HANDLERS},
+        background_jobs=[loss_sweep],
     )
+    app.state.pin_hasher = PinHasher(
+        time_cost=settings.pin_hash_time_cost, memory_kib=settings.pin_hash_memory_kib,
+        parallelism=settings.pin_hash_parallelism,
+    )
+    app.state.qr_signer = QrSigner(settings.qr_signing_key_pem(common), ttl_seconds=settings.qr_ttl_seconds)
+    return app
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -1,10 +1,32 @@
 """Card service settings (`CARD_*`)."""
 
+from pathlib import Path
+
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings
+from services.common.settings import CommonSettings, ConfigurationError, ServiceSettings
 
 
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CARD_", extra="ignore")
     service_name = "card"
+
+    # Where registration's event feed is (persons and enrolments read model).
+    registration_url: str | None = None
+    # ES256 private key signing e-card QR payloads (default: $SOCIALSEC_VAR_DIR/keys/card-qr-signing.pem).
+    qr_signing_key_file: Path | None = None
+    qr_ttl_seconds: int = Field(default=60, gt=0, le=600)
+    # argon2id cost of PIN hashes.
+    pin_hash_time_cost: int = Field(default=3, ge=1)
+    pin_hash_memory_kib: int = Field(default=65536, ge=8)
+    pin_hash_parallelism: int = Field(default=4, ge=1)
+    # How often expired temporary loss reports are lifted in the background.
+    loss_sweep_interval_seconds: float = Field(default=300, gt=0)
+
+    def qr_signing_key_pem(self, common: CommonSettings) -> str:
+        """The QR signing key (PEM)."""
+        path = self.qr_signing_key_file or (common.keys_dir / "card-qr-signing.pem")
+        if not Path(path).exists():
+            raise ConfigurationError(f"e-card QR signing key not found at {path} (CARD_QR_SIGNING_KEY_FILE)")
+        return Path(path).read_text()

@@ -1,0 +1,113 @@
+"""Regional card rules: dated, seeded per region, changed by staff admins (audited)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.card.errors import NoRule, RuleExists, RuleInPast
+from services.card.models import CardRule
+from services.card.schemas import CardRuleIn, CardRuleOut, CardRulePage
+from services.common.audit import record_audit
+from services.common.identifiers import region_candidates
+from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
+from services.common.principal import Principal
+
+NATIONAL = "000000"
+
+
+async def rule_for(*, session: AsyncSession, region_code: str, on: date) -> CardRule:
+    """The rule in effect on a date: the region's own, else its city's, province's, the national one."""
+    candidates = [*region_candidates(region_code), NATIONAL]
+    rows = (
+        await session.execute(
+            select(CardRule).where(
+                CardRule.region_code.in_(candidates),
+                CardRule.effective_from <= on,
+                or_(CardRule.effective_to.is_(None), CardRule.effective_to >= on),
+            )
+        )
+    ).scalars().all()
+    for code in candidates:
+        mine = sorted((r for r in rows if r.region_code == code), key=lambda r: r.effective_from, reverse=True)
+        if mine:
+            return mine[0]
+    raise NoRule(params={"region_code": region_code})
+
+
+def rule_out(rule: CardRule) -> CardRuleOut:
+    return CardRuleOut.model_validate(rule, from_attributes=True)
+
+
+async def list_rules(*, session: AsyncSession, region_code: str | None, limit: int, cursor: str | None) -> CardRulePage:
+    """Rules, newest id first, optionally for one region (keyset pagination)."""
+    stmt = select(CardRule)
+    if region_code:
+        stmt = stmt.where(CardRule.region_code == region_code)
+    key = decode_cursor(cursor)
+    if key is not None:
+        if len(key) != 1 or not isinstance(key[0], int):
+            raise CursorInvalid()
+        stmt = stmt.where(CardRule.id < key[0])
+    rows = (await session.execute(stmt.order_by(CardRule.id.desc()).limit(limit + 1))).scalars().all()
+    items = [rule_out(r) for r in rows[:limit]]
+    next_cursor = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
+    return CardRulePage(items=items, next_cursor=next_cursor)
+
+
+async def create_rule(*, session: AsyncSession, actor: Principal, data: CardRuleIn, today: date, now: datetime) -> CardRuleOut:
+    """A new dated rule for a region; the rule it supersedes ends the day before."""
+    if data.effective_from < today:
+        raise RuleInPast(params={"today": today.isoformat()})
+    previous = (
+        await session.execute(
+            select(CardRule).where(
+                CardRule.region_code == data.region_code,
+                CardRule.effective_from < data.effective_from,
+                or_(CardRule.effective_to.is_(None), CardRule.effective_to >= data.effective_from),
+            )
+        )
+    ).scalars().all()
+    later = (
+        await session.execute(
+            select(CardRule.effective_from)
+            .where(and_(CardRule.region_code == data.region_code, CardRule.effective_from > data.effective_from))
+            .order_by(CardRule.effective_from)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    for p in previous:
+        p.effective_to = data.effective_from - timedelta(days=1)
+    rule = CardRule(
+        region_code=data.region_code,
+        effective_from=data.effective_from,
+        effective_to=(later - timedelta(days=1)) if later else None,
+        initial_pin_rule=str(data.initial_pin_rule),
+        initial_pin_fixed=data.initial_pin_fixed,
+        pin_max_tries=data.pin_max_tries,
+        temporary_loss_days=data.temporary_loss_days,
+        activation_max_mismatches=data.activation_max_mismatches,
+        created_at=now,
+        created_by=actor.actor_id,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(rule)
+            await session.flush()
+    except IntegrityError:
+        raise RuleExists(params={"region_code": data.region_code, "effective_from": data.effective_from.isoformat()}) from None
+    record_audit(
+        session, actor=actor, action="card.rule.created", target_type="card_rule", target_id=str(rule.id), at=now,
+        reason=data.reason,
+        details={
+            "region_code": rule.region_code, "effective_from": rule.effective_from.isoformat(),
+            "initial_pin_rule": rule.initial_pin_rule, "pin_max_tries": rule.pin_max_tries,
+            "temporary_loss_days": rule.temporary_loss_days,
+            "activation_max_mismatches": rule.activation_max_mismatches,
+            "superseded": [p.id for p in previous],
+        },
+    )
+    return rule_out(rule)
