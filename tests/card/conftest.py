@@ -35,6 +35,8 @@ class CardFlow:
 
     def citizen(self, id_number: str, name: str = "张三", **kw: Any) -> dict[str, Any]:
         kw.setdefault("auth_time", self.now_epoch())
+        # The platform user id is opaque: it must not echo the id number (it lands in audit rows).
+        kw.setdefault("sub", f"user-{id_hash(id_number)[:12]}")
         return citizen(id_number, name, **kw)
 
     def h(self, prn: dict[str, Any] | None, **extra: str) -> dict[str, str]:
@@ -52,7 +54,7 @@ class CardFlow:
 
     def person_ref(self, id_number: str, name: str = "张三") -> dict[str, Any]:
         return {
-            "person_id": f"p-{id_number[-8:]}", "id_hash": id_hash(id_number), "id_masked": mask_id_number(id_number),
+            "person_id": f"p-{id_hash(id_number)[:12]}", "id_hash": id_hash(id_number), "id_masked": mask_id_number(id_number),
             "id_number_enc": cipher().encrypt(id_number), "name": name, "birth_date": date(1990, 1, 1), "sex": "male",
         }
 
