@@ -1,5 +1,290 @@
-"""Registration HTTP routes."""
+"""Contribution HTTP routes: policies, quotes, declarations, employers, agencies, records."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.common.clock import Clock
+from services.common.db import DbSession
+from services.common.idempotency import run_idempotent
+from services.common.pagination import Page, decode_cursor, encode_cursor
+from services.common.pii import id_hash
+from services.common.principal import Principal, PrincipalKind, require
+from services.contribution import employers, policies, records, service
+from services.contribution.quotes import price, quote_out
+from services.contribution.schemas import (
+    AgencyAuthorizationIn,
+    AgencyAuthorizationOut,
+    AgencyAuthorizationPage,
+    AgencyDeclarationIn,
+    AssessmentIn,
+    DeclarationIn,
+    DeclarationOut,
+    DeclarationPage,
+    EmployerDeclarationIn,
+    PolicyIn,
+    PolicyOut,
+    QuoteIn,
+    QuoteOut,
+    RecordsOut,
+)
 
 router = APIRouter(prefix="/contribution/v1", tags=["contribution"])
+
+RegionPath = Annotated[str, Path(pattern=r"^[1-9]\d{5}$", examples=["110105"])]
+MonthPath = Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2025-07"])]
+CreditPath = Annotated[str, Path(min_length=18, max_length=18)]
+IdPath = Annotated[str, Path(min_length=1, max_length=36)]
+Limit = Annotated[int, Query(ge=1, le=200)]
+Cursor = Annotated[str | None, Query(max_length=200)]
+
+Citizen1 = Annotated[Principal, Depends(require("citizen", min_level=1))]
+Citizen2 = Annotated[Principal, Depends(require("citizen", min_level=2))]
+QuoteCaller = Annotated[Principal, Depends(require("citizen", "agency", min_level=1))]
+Employer = Annotated[Principal, Depends(require("employer"))]
+EmployerOrStaff = Annotated[Principal, Depends(require("employer", "staff"))]
+Operator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
+Admin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
+Agency = Annotated[Principal, Depends(require("agency"))]
+
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no principal"}, 403: {"description": "principal kind, level or role not allowed"},
+    422: {"description": "invalid input (problem+json with a stable code)"},
+}
+
+
+def _clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+def _ttl(request: Request) -> timedelta:
+    return timedelta(minutes=request.app.state.settings.declaration_ttl_minutes)
+
+
+# ---- policies -----------------------------------------------------------------------
+
+
+@router.get("/policies/{region_code}", response_model=PolicyOut, responses={404: {"description": "policy_not_found"}},
+            summary="The policy in force (region, else city, else province)")
+async def get_policy(
+    request: Request, session: DbSession, region_code: RegionPath,
+    on: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM; default this month")] = None,
+) -> PolicyOut:
+    month = on or _clock(request).current_month()
+    return policies.policy_out(await policies.policy_in_force(session=session, region_code=region_code, month=month))
+
+
+@router.get("/policies/{region_code}/versions", response_model=Page[PolicyOut],
+            summary="Every version of a region's policies, live and replaced (history)")
+async def policy_versions(session: DbSession, region_code: RegionPath, limit: Limit = 50, cursor: Cursor = None) -> Page[PolicyOut]:
+    rows = await policies.policy_history(session=session, region_code=region_code)
+    start = 0
+    key = decode_cursor(cursor)
+    if key:
+        ids = [p.id for p in rows]
+        start = ids.index(key[0]) + 1 if key[0] in ids else len(rows)
+    page = rows[start : start + limit]
+    nxt = encode_cursor([page[-1].id]) if start + limit < len(rows) and page else None
+    return Page[PolicyOut](items=[policies.policy_out(p) for p in page], next_cursor=nxt)
+
+
+@router.put("/policies/{region_code}/{effective_from}", response_model=PolicyOut, status_code=200,
+            responses={201: {"model": PolicyOut, "description": "added"}, 409: {"description": "policy_overlap"}, **_REFUSALS},
+            summary="Add (201) or replace (200) a dated policy (staff admin, audited)")
+async def put_policy(
+    request: Request, session: DbSession, principal: Admin, region_code: RegionPath, effective_from: MonthPath,
+    body: PolicyIn,
+) -> JSONResponse:
+    policy, added = await policies.put_policy(
+        session=session, region_code=region_code, effective_from=effective_from, body=body, actor=principal,
+        now=_clock(request).now(),
+    )
+    return JSONResponse(policies.policy_out(policy).model_dump(mode="json"), status_code=201 if added else 200)
+
+
+# ---- quotes -----------------------------------------------------------------------------
+
+
+@router.post("/quotes", response_model=QuoteOut, responses=_REFUSALS, summary="Price months at a base or a grade (nothing saved)")
+async def create_quote(request: Request, session: DbSession, principal: QuoteCaller, body: QuoteIn) -> Any:
+    clock = _clock(request)
+
+    async def action() -> QuoteOut:
+        priced = await price(session=session, body=body, today=clock.today(), current_month=clock.current_month())
+        return quote_out(priced)
+
+    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=200)
+
+
+# ---- citizen declarations ---------------------------------------------------------------
+
+
+@router.post("/me/declarations", response_model=DeclarationOut, status_code=201,
+             responses={409: {"description": "month_already_declared"}, **_REFUSALS},
+             summary="Add a declaration (flexible: base and months; resident: grade and year)")
+async def create_my_declaration(request: Request, session: DbSession, principal: Citizen2, body: DeclarationIn) -> Any:
+    clock = _clock(request)
+
+    async def action() -> DeclarationOut:
+        decl = await service.create_citizen_declaration(
+            session=session, body=body, principal=principal, now=clock.now(), today=clock.today(),
+            current_month=clock.current_month(), ttl=_ttl(request),
+        )
+        return await service.declaration_view(session=session, declaration=decl)
+
+    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+
+
+@router.get("/me/declarations", response_model=DeclarationPage, summary="My declarations, newest first")
+async def list_my_declarations(session: DbSession, principal: Citizen1, limit: Limit = 50, cursor: Cursor = None) -> DeclarationPage:
+    rows, nxt = await service.list_person_declarations(session=session, principal=principal, limit=limit, cursor=cursor)
+    return DeclarationPage(items=[service.list_item(d) for d in rows], next_cursor=nxt)
+
+
+@router.get("/me/declarations/{declaration_id}", response_model=DeclarationOut, responses={404: {"description": "not mine"}})
+async def get_my_declaration(session: DbSession, principal: Citizen1, declaration_id: IdPath) -> DeclarationOut:
+    decl = await service.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
+    return await service.declaration_view(session=session, declaration=decl)
+
+
+@router.post("/me/declarations/{declaration_id}/confirm", response_model=DeclarationOut,
+             responses={404: {"description": "not mine"}, 409: {"description": "declaration_state_conflict"}})
+async def confirm_my_declaration(request: Request, session: DbSession, principal: Citizen2, declaration_id: IdPath) -> DeclarationOut:
+    decl = await service.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
+    decl = await service.confirm_declaration(session=session, declaration=decl, now=_clock(request).now(), ttl=_ttl(request))
+    return await service.declaration_view(session=session, declaration=decl)
+
+
+@router.post("/me/declarations/{declaration_id}/cancel", response_model=DeclarationOut,
+             responses={404: {"description": "not mine"}, 409: {"description": "declaration_state_conflict"}},
+             summary="Cancel an unpaid declaration; its months are free again")
+async def cancel_my_declaration(request: Request, session: DbSession, principal: Citizen2, declaration_id: IdPath) -> DeclarationOut:
+    decl = await service.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
+    decl = await service.cancel_declaration(session=session, declaration=decl, now=_clock(request).now())
+    return await service.declaration_view(session=session, declaration=decl)
+
+
+# ---- employers ------------------------------------------------------------------------
+
+
+@router.post("/employers/{credit_code}/declarations", response_model=DeclarationOut, status_code=201,
+             responses={409: {"description": "month_already_declared"}, **_REFUSALS},
+             summary="The unit's monthly declaration (late fee after the deadline day)")
+async def create_employer_declaration(
+    request: Request, session: DbSession, principal: Employer, credit_code: CreditPath, body: EmployerDeclarationIn,
+) -> Any:
+    employers.check_own_unit(principal, credit_code)
+    clock = _clock(request)
+
+    async def action() -> DeclarationOut:
+        decl = await employers.create_employer_declaration(
+            session=session, credit_code=credit_code, body=body, principal=principal, now=clock.now(),
+            today=clock.today(), current_month=clock.current_month(), ttl=_ttl(request),
+        )
+        return await service.declaration_view(session=session, declaration=decl)
+
+    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+
+
+@router.get("/employers/{credit_code}/declarations/{declaration_id}", response_model=DeclarationOut,
+            responses={404: {"description": "not this unit's"}, **_REFUSALS})
+async def get_employer_declaration(
+    session: DbSession, principal: EmployerOrStaff, credit_code: CreditPath, declaration_id: IdPath,
+) -> DeclarationOut:
+    if principal.kind == PrincipalKind.employer:
+        employers.check_own_unit(principal, credit_code)
+    decl = await employers.get_employer_declaration(session=session, credit_code=credit_code, declaration_id=declaration_id)
+    return await service.declaration_view(session=session, declaration=decl)
+
+
+@router.post("/employers/{credit_code}/assessments", response_model=DeclarationOut, status_code=201,
+             responses={409: {"description": "month_already_declared"}, **_REFUSALS},
+             summary="Assess an undeclared month at 110% of the previous one (art. 62; audited)")
+async def assess_employer(
+    request: Request, session: DbSession, principal: Operator, credit_code: CreditPath, body: AssessmentIn,
+) -> Any:
+    clock = _clock(request)
+
+    async def action() -> DeclarationOut:
+        decl = await employers.assess_employer(
+            session=session, credit_code=credit_code, body=body, principal=principal, now=clock.now(), today=clock.today(),
+        )
+        return await service.declaration_view(session=session, declaration=decl)
+
+    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+
+
+# ---- agencies -----------------------------------------------------------------------
+
+
+@router.post("/me/agency-authorizations", response_model=AgencyAuthorizationOut, status_code=201, responses=_REFUSALS,
+             summary="Let an agency declare and pay for me until a date")
+async def authorize_agency(request: Request, session: DbSession, principal: Citizen2, body: AgencyAuthorizationIn) -> Any:
+    clock = _clock(request)
+
+    async def action() -> AgencyAuthorizationOut:
+        row = await service.authorize_agency(session=session, principal=principal, body=body, now=clock.now(),
+                                             today=clock.today())
+        return service.authorization_out(row, clock.today())
+
+    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+
+
+@router.get("/me/agency-authorizations", response_model=AgencyAuthorizationPage, summary="My agency authorizations")
+async def list_authorizations(request: Request, session: DbSession, principal: Citizen1) -> AgencyAuthorizationPage:
+    today = _clock(request).today()
+    rows = await service.list_authorizations(session=session, principal=principal)
+    return AgencyAuthorizationPage(items=[service.authorization_out(r, today) for r in rows])
+
+
+@router.delete("/me/agency-authorizations/{authorization_id}", status_code=204, response_class=Response,
+               responses={404: {"description": "not mine"}})
+async def revoke_authorization(request: Request, session: DbSession, principal: Citizen1, authorization_id: IdPath) -> Response:
+    await service.revoke_authorization(session=session, principal=principal, authorization_id=authorization_id,
+                                       now=_clock(request).now())
+    return Response(status_code=204)
+
+
+@router.post("/agency/declarations", response_model=DeclarationOut, status_code=201,
+             responses={403: {"description": "agency_not_authorized"}, 409: {"description": "month_already_declared"}},
+             summary="Declare for a person whose authorization is in force (awaits payment at once)")
+async def create_agency_declaration(request: Request, session: DbSession, principal: Agency, body: AgencyDeclarationIn) -> Any:
+    clock = _clock(request)
+    quote = QuoteIn.model_validate(body.model_dump(exclude={"id_number"}))
+
+    async def action() -> DeclarationOut:
+        decl = await service.create_agency_declaration(
+            session=session, body=quote, id_number=body.id_number, principal=principal, now=clock.now(),
+            today=clock.today(), current_month=clock.current_month(), ttl=_ttl(request),
+        )
+        return await service.declaration_view(session=session, declaration=decl)
+
+    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+
+
+@router.get("/agency/declarations/{declaration_id}", response_model=DeclarationOut, responses={404: {"description": "not ours"}})
+async def get_agency_declaration(session: DbSession, principal: Agency, declaration_id: IdPath) -> DeclarationOut:
+    decl = await service.get_agency_declaration(session=session, declaration_id=declaration_id, principal=principal)
+    return await service.declaration_view(session=session, declaration=decl)
+
+
+# ---- records --------------------------------------------------------------------------
+
+
+@router.get("/me/records", response_model=RecordsOut, summary="My paid months per insurance, the gaps, months to a pension")
+async def my_records(
+    request: Request, session: DbSession, principal: Citizen1,
+    year: Annotated[int | None, Query(ge=1990, le=2100)] = None,
+) -> RecordsOut:
+    clock = _clock(request)
+    assert principal.id_number
+    return await records.records_of(
+        session=session, person_key=id_hash(principal.id_number), year=year or clock.today().year,
+        current_month=clock.current_month(),
+    )
+

@@ -319,7 +319,7 @@ class RecordItem(BaseModel):
 class RecordsOut(BaseModel):
     year: int
     items: list[RecordItem]
-    gaps: list[str] = Field(description="months of the year, up to this month, covered by an enrolment but without paid pension")
+    gaps: list[str] = Field(description="months of the year before the current one, covered by an enrolment but without paid pension")
     pension_months_paid: int = Field(description="all paid months of employee or flexible pension, every year")
     pension_months_required: int = Field(description="minimum for a monthly pension, for someone retiring this year")
     pension_months_remaining: int
