@@ -1,0 +1,131 @@
+"""Payment routes: open a payment, platform notifications, certificates (HTTP only)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from services.common.db import DbSession
+from services.common.idempotency import run_idempotent
+from services.common.principal import Principal, require
+from services.contribution.payments import service
+from services.contribution.payments.certificate import CertificateData, CertificateLine, render_certificate
+from services.contribution.payments.platforms import platforms_of
+from services.contribution.payments.schemas import CertificateCheck, PaymentIn, PaymentOut
+from services.contribution.payments.service import MAX_RAW
+
+router = APIRouter(prefix="/contribution/v1", tags=["payments"])
+
+Payer = Annotated[Principal, Depends(require("citizen", "employer", "agency", min_level=2))]
+Owner = Annotated[Principal, Depends(require("citizen", "employer", "agency"))]
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "idempotency_key_required"},
+    401: {"description": "principal_required"},
+    403: {"description": "principal_kind_not_allowed, realname_level_too_low"},
+    404: {"description": "declaration_not_found"},
+    409: {"description": "declaration_state_conflict, declaration_already_paid, payment_already_open"},
+    422: {"description": "validation_failed, channel_not_available, nothing_to_pay, idempotency_key_reused"},
+    502: {"description": "payment_platform_unavailable"},
+}
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, at most MAX_RAW + 1 bytes read (larger ones are refused by the handlers)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_RAW:
+            break
+    return b"".join(chunks)
+
+
+@router.post(
+    "/declarations/{declaration_id}/payments", status_code=201, response_model=PaymentOut,
+    response_model_exclude_none=True, responses=_PROBLEMS,
+    summary="Open a payment of a declaration (Idempotency-Key required)",
+)
+async def open_payment(
+    request: Request, session: DbSession, principal: Payer, body: PaymentIn,
+    declaration_id: Annotated[str, Path(max_length=64)],
+) -> Any:
+    """Opens at most one payment per declaration for its total; answers Alipay's `trade_no` or WeChat Pay's
+    `wx.requestPayment` parameters. An open payment on the same channel is answered again."""
+    app = request.app
+    return await run_idempotent(
+        session, request, scope=principal.actor_id, required=True, status_code=201,
+        action=lambda: service.open_payment(
+            session=session, platforms=platforms_of(app), declaration_id=declaration_id, principal=principal,
+            channel=body.channel, now=app.state.clock.now(),
+        ),
+    )
+
+
+@router.post(
+    "/notify/alipay", response_class=PlainTextResponse,
+    summary="Alipay trade notification (signed form); answers `success` when handled",
+    responses={400: {"description": "`fail`: not verified or not acceptable; Alipay resends"}},
+)
+async def notify_alipay(request: Request, session: DbSession) -> Response:
+    handled = await service.handle_alipay_notification(
+        session=session, platforms=platforms_of(request.app), body=await _body(request), now=request.app.state.clock.now(),
+    )
+    return PlainTextResponse("success") if handled else PlainTextResponse("fail", status_code=400)
+
+
+@router.post(
+    "/notify/wechatpay", status_code=204,
+    summary="WeChat Pay notification (signed, encrypted JSON); 204 when handled",
+    responses={400: {"description": '{"code": "FAIL", "message": ...}'}, 401: {"description": "signature not verified"},
+               404: {"description": "unknown order"}},
+)
+async def notify_wechatpay(request: Request, session: DbSession) -> Response:
+    status, reason = await service.handle_wechat_notification(
+        session=session, platforms=platforms_of(request.app), headers=request.headers, body=await _body(request),
+        now=request.app.state.clock.now(),
+    )
+    if status == 204:
+        return Response(status_code=204)
+    return JSONResponse({"code": "FAIL", "message": reason or "failed"}, status_code=status)
+
+
+@router.get(
+    "/me/payments/{payment_id}/certificate", response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "the certificate (PDF)"},
+               404: {"description": "payment_not_found"}, 409: {"description": "certificate_not_available"}},
+    summary="Download the payment certificate (PDF in Chinese, with a verification code)",
+)
+async def certificate_pdf(
+    request: Request, session: DbSession, principal: Owner, payment_id: Annotated[str, Path(max_length=64)],
+) -> Response:
+    app = request.app
+    cert, lines = await service.certificate_for_owner(
+        session=session, payment_id=payment_id, principal=principal, now=app.state.clock.now(),
+    )
+    platforms = platforms_of(app)
+    data = CertificateData(
+        code=cert.code, verify_url=platforms.settings.certificate_verify_url + cert.code,
+        holder_name=cert.holder_name, holder_id_masked=cert.holder_id_masked, category=cert.category,
+        region_code=cert.region_code, months=list(cert.months),
+        lines=[CertificateLine(month=x.month, insurance=x.insurance, payer=x.payer, base_fen=x.base_fen,
+                               rate_bp=x.rate_bp, amount_fen=x.amount_fen) for x in lines if x.payer != "government"],
+        amount_fen=cert.amount_fen, channel=cert.channel, platform_trade_no=cert.platform_trade_no,
+        paid_at=service.aware(cert.paid_at), issued_at=service.aware(cert.issued_at),
+    )
+    pdf = await asyncio.to_thread(render_certificate, data, font_file=platforms.keys.certificate_font)
+    return Response(pdf, media_type="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="certificate-{cert.code}.pdf"',
+        "Cache-Control": "private, no-store",
+    })
+
+
+@router.get(
+    "/certificates/{code}", response_model=CertificateCheck,
+    responses={404: {"description": "certificate_not_found (valid: false)"}},
+    summary="Verify a payment certificate by its code (public)",
+)
+async def check_certificate(session: DbSession, code: Annotated[str, Path(max_length=64)]) -> CertificateCheck:
+    return await service.check_certificate(session=session, code=code)

@@ -1,0 +1,52 @@
+"""Refusals of the payment routes (stable codes, bilingual titles)."""
+
+from services.common.errors import DomainError
+
+
+class PaymentAlreadyOpen(DomainError):
+    status = 409
+    code = "payment_already_open"
+    title_zh = "该申报已有一笔进行中的其他渠道支付，请完成或稍后再试"
+    title_en = "Another payment of this declaration is open on another channel"
+
+
+class ChannelNotAvailable(DomainError):
+    status = 422
+    code = "channel_not_available"
+    title_zh = "当前平台不支持该支付渠道"
+    title_en = "This payment channel is not available on the calling platform"
+
+
+class NothingToPay(DomainError):
+    status = 422
+    code = "nothing_to_pay"
+    title_zh = "该申报无需缴费"
+    title_en = "Nothing to pay on this declaration"
+
+
+class PaymentPlatformUnavailable(DomainError):
+    status = 502
+    code = "payment_platform_unavailable"
+    title_zh = "支付平台暂不可用，请稍后再试"
+    title_en = "The payment platform is unavailable, please try again later"
+
+
+class PaymentNotFound(DomainError):
+    status = 404
+    code = "payment_not_found"
+    title_zh = "支付记录不存在"
+    title_en = "Payment not found"
+
+
+class CertificateNotAvailable(DomainError):
+    status = 409
+    code = "certificate_not_available"
+    title_zh = "支付尚未完成，暂无缴费凭证"
+    title_en = "No certificate: the payment is not credited"
+
+
+class CertificateNotFound(DomainError):
+    status = 404
+    code = "certificate_not_found"
+    title_zh = "凭证不存在或验证码错误"
+    title_en = "No certificate with this verification code"

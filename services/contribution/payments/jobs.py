@@ -1,0 +1,34 @@
+"""Background job: close unpaid payments past their time so the declaration can be paid again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI
+
+from services.contribution.payments.platforms import platforms_of
+from services.contribution.payments.service import close_expired_payments
+
+log = logging.getLogger("socialsec.contribution.payments")
+
+
+async def close_payments_once(app: FastAPI) -> int:
+    """One pass: close every open payment past its time."""
+    async with app.state.db.sessionmaker() as session, session.begin():
+        return await close_expired_payments(session=session, now=app.state.clock.now())
+
+
+async def payment_closer(app: FastAPI, stop: asyncio.Event) -> None:
+    """Runs until stopped; survives any error of a pass."""
+    interval = platforms_of(app).settings.payment_close_interval_seconds
+    while not stop.is_set():
+        try:
+            closed = await close_payments_once(app)
+            if closed:
+                log.info("closed %d unpaid payments", closed)
+        except Exception:
+            log.exception("closing unpaid payments failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
