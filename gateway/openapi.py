@@ -1,0 +1,204 @@
+"""One OpenAPI document for the whole API, merged from the four services' documents.
+
+`make openapi` calls `merged_openapi` on the documents built from the service apps
+and commits the result as openapi/gateway.json. At run time the gateway does not
+read the repository: it merges the documents its upstreams serve at /openapi.json
+(cached), so the document always describes the services actually deployed behind
+it. GATEWAY_OPENAPI_FILE serves a fixed, pre-merged file instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("socialsec.gateway.openapi")
+
+SECURITY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "bearerFormat": "JWT",
+    "description": "Real-name token issued by a trusted platform (Alipay, WeChat city-service wrappers, "
+    "partners, the staff identity provider). The gateway validates it and forwards a signed X-Principal; "
+    "401 problem codes: token_invalid, token_too_large, token_expired, token_not_yet_valid, issuer_untrusted, "
+    "audience_invalid, algorithm_not_allowed, signing_key_unknown, signature_invalid, token_claim_missing, "
+    "token_claim_invalid, kind_not_allowed_for_issuer.",
+}
+
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem document",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+        "request_id": {"type": ["string", "null"]},
+    },
+    "required": ["type", "title", "status", "code"],
+}
+
+GATEWAY_PATHS: dict[str, Any] = {
+    "/healthz": {"get": {
+        "tags": ["gateway"], "summary": "Liveness: the gateway answers", "operationId": "gateway_healthz",
+        "security": [{}],
+        "responses": {"200": {"description": "alive", "content": {"application/json": {"schema": {"type": "object"}}}}},
+    }},
+    "/readyz": {"get": {
+        "tags": ["gateway"], "summary": "Readiness: every upstream service answers its /readyz",
+        "operationId": "gateway_readyz", "security": [{}],
+        "responses": {
+            "200": {"description": "every upstream ready", "content": {"application/json": {"schema": {"type": "object"}}}},
+            "503": {"description": "not_ready, with `upstreams_down`", "content": _PROBLEM},
+        },
+    }},
+    "/metrics": {"get": {
+        "tags": ["gateway"], "summary": "Prometheus metrics", "operationId": "gateway_metrics", "security": [{}],
+        "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    }},
+}
+
+GATEWAY_RESPONSES = {
+    "401": {"description": "token refused (see the bearer scheme for the codes) or principal required", "content": _PROBLEM},
+    "413": {"description": "payload_too_large: body over the gateway's limit", "content": _PROBLEM},
+    "429": {"description": "rate_limited, with Retry-After", "content": _PROBLEM},
+    "503": {"description": "upstream_unavailable", "content": _PROBLEM},
+    "504": {"description": "upstream_timeout", "content": _PROBLEM},
+}
+
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def _rename_refs(node: Any, renames: dict[str, str]) -> Any:
+    """Rewrite `#/components/schemas/X` references after a schema was renamed."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "$ref" and isinstance(v, str) and v.startswith("#/components/schemas/"):
+                name = v[len("#/components/schemas/"):]
+                out[k] = "#/components/schemas/" + renames.get(name, name)
+            else:
+                out[k] = _rename_refs(v, renames)
+        return out
+    if isinstance(node, list):
+        return [_rename_refs(v, renames) for v in node]
+    return node
+
+
+def merged_openapi(service_docs: dict[str, dict[str, Any]], *, version: str = "1.0.0") -> dict[str, Any]:
+    """The gateway's document: every service's paths (already distinct) and components, one bearer scheme.
+
+    Schemas with the same name and the same content are shared; a name two services
+    use for different shapes is prefixed with the service name (`Card_Status`).
+    Each service's own /healthz and /readyz are left out: behind the gateway those are its own.
+    """
+    paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}
+    tags: dict[str, dict[str, Any]] = {"gateway": {"name": "gateway", "description": "The public entry itself"}}
+    for service in sorted(service_docs):
+        doc = copy.deepcopy(service_docs[service])
+        own = doc.get("components", {}).get("schemas", {})
+        renames = {}
+        for name, schema in own.items():
+            if name in schemas and schemas[name] != schema:
+                renames[name] = f"{service.capitalize()}_{name}"
+        doc = _rename_refs(doc, renames)
+        for name, schema in doc.get("components", {}).get("schemas", {}).items():
+            schemas.setdefault(name, schema)
+        for path, item in doc.get("paths", {}).items():
+            if not path.startswith(f"/{service}/"):
+                continue
+            if path in paths:
+                raise ValueError(f"path {path} is declared by two services")
+            for method, op in item.items():
+                if method in _METHODS and isinstance(op, dict):
+                    responses = op.setdefault("responses", {})
+                    for status, answer in GATEWAY_RESPONSES.items():
+                        responses.setdefault(status, copy.deepcopy(answer))
+            paths[path] = item
+        for tag in doc.get("tags", []) or []:
+            if isinstance(tag, dict) and "name" in tag:
+                tags.setdefault(tag["name"], tag)
+    paths.update(copy.deepcopy(GATEWAY_PATHS))
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Social security API",
+            "version": version,
+            "description": "The social-insurance backend behind the city-service mini-apps, as seen through the "
+            "gateway: registration, contribution, card and review. Errors are application/problem+json with a "
+            "stable `code`; Chinese by default, English with `Accept-Language: en`.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": dict(sorted(paths.items())),
+        "components": {"schemas": dict(sorted(schemas.items())), "securitySchemes": {"platformToken": SECURITY_SCHEME}},
+        "security": [{"platformToken": []}, {}],
+        "tags": [tags[name] for name in sorted(tags)],
+    }
+
+
+class OpenApiSource:
+    """The merged document served at /openapi.json: from a fixed file, or merged live from the upstreams."""
+
+    def __init__(
+        self,
+        *,
+        upstreams: dict[str, str],
+        http: httpx.AsyncClient,
+        now: Callable[[], float],
+        cache_seconds: float,
+        fixed_file: Path | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self.upstreams = upstreams
+        self.http = http
+        self.now = now
+        self.cache_seconds = cache_seconds
+        self.fixed_file = fixed_file
+        self.timeout = timeout
+        self.last_good: dict[str, dict[str, Any]] = {}
+        self.cached: dict[str, Any] | None = None
+        self.cached_at = float("-inf")
+        self.lock = asyncio.Lock()
+
+    async def document(self) -> dict[str, Any]:
+        """The merged document (refreshed at most every cache_seconds)."""
+        if self.fixed_file is not None:
+            if self.cached is None:
+                self.cached = json.loads(await asyncio.to_thread(self.fixed_file.read_text, encoding="utf-8"))
+            return self.cached
+        async with self.lock:
+            if self.cached is not None and self.now() - self.cached_at < self.cache_seconds:
+                return self.cached
+            results = await asyncio.gather(*(self._fetch(n, u) for n, u in self.upstreams.items()))
+            for name, doc in results:
+                if doc is not None:
+                    self.last_good[name] = doc
+            doc = merged_openapi(self.last_good)
+            missing = sorted(set(self.upstreams) - set(self.last_good))
+            if missing:
+                doc["x-unavailable-services"] = missing  # retried on the next request, not cached
+            else:
+                self.cached, self.cached_at = doc, self.now()
+            return doc
+
+    async def _fetch(self, name: str, base: str) -> tuple[str, dict[str, Any] | None]:
+        try:
+            r = await self.http.get(f"{base}/openapi.json", timeout=self.timeout)
+            r.raise_for_status()
+            doc = r.json()
+            return name, doc if isinstance(doc, dict) else None
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("openapi of %s not fetched: %s", name, exc)
+            return name, None

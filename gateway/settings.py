@@ -1,0 +1,80 @@
+"""Gateway settings (`GATEWAY_*`)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+from limits import parse
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.settings import ConfigurationError
+
+SERVICES = ("registration", "contribution", "card", "review")
+
+
+def _var_dir() -> Path:
+    return Path(os.environ.get("SOCIALSEC_VAR_DIR", "var"))
+
+
+class GatewaySettings(BaseSettings):
+    """Where the upstreams are, which issuers to trust, the signing key, limits."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    issuers_file: Path | None = None
+    signing_key_file: Path | None = None
+    registration_url: str = "http://127.0.0.1:8001"
+    contribution_url: str = "http://127.0.0.1:8002"
+    card_url: str = "http://127.0.0.1:8003"
+    review_url: str = "http://127.0.0.1:8004"
+    upstream_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    upstream_max_connections: int = Field(default=200, gt=0)
+    rate_limit_storage: str = "memory://"
+    rate_limit_per_principal: str = "1200/minute"
+    rate_limit_per_address: str = "6000/minute"
+    cors_origins: str = ""
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    trusted_proxies: str = ""
+    jwks_refresh_seconds: float = Field(default=30.0, ge=0)
+    jwks_cache_seconds: float = Field(default=3600.0, gt=0)
+    openapi_file: Path | None = None
+    openapi_cache_seconds: float = Field(default=60.0, ge=0)
+
+    @field_validator("rate_limit_per_principal", "rate_limit_per_address")
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        parse(value)  # raises ValueError on a malformed limit such as "10/fortnight"
+        return value
+
+    def upstreams(self) -> dict[str, str]:
+        """Service name -> base URL (no trailing slash)."""
+        return {name: str(getattr(self, f"{name}_url")).rstrip("/") for name in SERVICES}
+
+    def resolved_issuers_file(self) -> Path:
+        """The issuers file: the configured one, or the default under the data directory."""
+        return Path(self.issuers_file) if self.issuers_file else _var_dir() / "issuers.json"
+
+    def signing_key_pem(self) -> str:
+        """The ES256 private key that signs X-Principal."""
+        path = Path(self.signing_key_file) if self.signing_key_file else _var_dir() / "keys" / "gateway-signing.pem"
+        if not path.exists():
+            raise ConfigurationError(f"gateway signing key not found at {path} (GATEWAY_SIGNING_KEY_FILE)")
+        return path.read_text()
+
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """Peers whose X-Forwarded-For is believed (a load balancer in front of the gateway)."""
+        nets = []
+        for part in self.trusted_proxies.split(","):
+            part = part.strip()
+            if part:
+                try:
+                    nets.append(ipaddress.ip_network(part, strict=False))
+                except ValueError as exc:
+                    raise ConfigurationError(f"GATEWAY_TRUSTED_PROXIES: {part!r} is not an address or network") from exc
+        return nets
