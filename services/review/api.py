@@ -1,5 +1,299 @@
-"""Registration HTTP routes."""
+"""Review HTTP routes: parse, authorize, call the service layer, shape the answer."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+
+from services.common.audit import record_audit
+from services.common.db import DbSession
+from services.common.errors import wants_english
+from services.common.idempotency import run_idempotent
+from services.common.identifiers import RegionCode
+from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from services.common.principal import Principal, PrincipalKind, require
+from services.review import certification as cert
+from services.review import declarations as decl
+from services.review.errors import CertifiedOnInvalid, NotOwnEmployer
+from services.review.receipt import render_receipt
+from services.review.rules import put_rule, rule_in_force, rule_out
+from services.review.schemas import (
+    CertificationMethod,
+    CertificationOut,
+    CertificationStatus,
+    DecisionIn,
+    DeclarationCheckOut,
+    DeclarationLinesIn,
+    DeclarationOut,
+    OverdueIn,
+    OverdueOut,
+    ReviewRuleIn,
+    ReviewRuleOut,
+    RosterPage,
+    StaffCertificationIn,
+    SuspensionIn,
+    SuspensionOut,
+    SweepOut,
+)
 
 router = APIRouter(prefix="/review/v1", tags=["review"])
+
+Citizen = Annotated[Principal, Depends(require("citizen"))]
+CitizenFreshFace = Annotated[Principal, Depends(require("citizen", min_level=3, fresh=True, face=True))]
+Operator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
+Reviewer = Annotated[Principal, Depends(require("staff", roles=["reviewer"]))]
+Admin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
+EmployerP = Annotated[Principal, Depends(require("employer"))]
+EmployerOrStaff = Annotated[Principal, Depends(require("employer", "staff"))]
+CreditCodePath = Annotated[str, Path(min_length=18, max_length=18, description="unified social credit code")]
+YearPath = Annotated[int, Path(ge=2000, le=2100, description="the wage year declared")]
+PersonIdPath = Annotated[str, Path(min_length=1, max_length=64)]
+DeclIdPath = Annotated[str, Path(min_length=1, max_length=36)]
+
+
+def _own(principal: Principal, credit_code: str) -> None:
+    """An employer acts only on its own credit code; staff on every one."""
+    if principal.kind == PrincipalKind.employer and principal.credit_code != credit_code.upper():
+        raise NotOwnEmployer()
+
+
+# ---- regional review rules -------------------------------------------------------------
+
+
+@router.get("/rules/{region_code}", response_model=ReviewRuleOut, summary="The review rule in force (public)")
+async def get_rule(
+    request: Request, session: DbSession, region_code: Annotated[RegionCode, Path()],
+    on: Annotated[date | None, Query(description="date (default today, Asia/Shanghai)")] = None,
+) -> Any:
+    clock = request.app.state.clock
+    return rule_out(await rule_in_force(session=session, region_code=region_code, on=on or clock.today()))
+
+
+@router.put(
+    "/rules/{region_code}/{effective_from}", response_model=ReviewRuleOut,
+    summary="Add or replace a dated regional review rule (staff admin, audited)",
+    responses={201: {"description": "created"}},
+)
+async def put_review_rule(
+    request: Request, response: Response, session: DbSession, principal: Admin,
+    region_code: Annotated[RegionCode, Path()], effective_from: date, body: ReviewRuleIn,
+) -> Any:
+    out, created = await put_rule(
+        session=session, clock=request.app.state.clock, actor=principal, region_code=region_code,
+        effective_from=effective_from, body=body,
+    )
+    response.status_code = 201 if created else 200
+    return out
+
+
+# ---- pensioner certification -----------------------------------------------------------
+
+
+@router.get("/me/certification", response_model=CertificationStatus, summary="My certification status")
+async def my_certification(request: Request, session: DbSession, principal: Citizen) -> Any:
+    p = await cert.pensioner_by_id_number(session=session, id_number=principal.id_number)
+    return await cert.status_of(session=session, clock=request.app.state.clock, pensioner=p)
+
+
+@router.post(
+    "/me/certification", response_model=CertificationOut, status_code=201,
+    summary="Certify by live face recognition (level 3, face authentication under 5 minutes old)",
+)
+async def certify_me(request: Request, session: DbSession, principal: CitizenFreshFace) -> Any:
+    async def action() -> CertificationOut:
+        p = await cert.pensioner_by_id_number(session=session, id_number=principal.id_number, lock=True)
+        return await cert.certify(
+            session=session, clock=request.app.state.clock, pensioner=p, method=CertificationMethod.face, actor=principal,
+        )
+
+    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+
+
+@router.get(
+    "/persons/{person_id}/certification", response_model=CertificationStatus,
+    summary="A pensioner's certification status (staff operator)",
+)
+async def person_certification(request: Request, session: DbSession, principal: Operator, person_id: PersonIdPath) -> Any:
+    p = await cert.pensioner_by_person_id(session=session, person_id=person_id)
+    return await cert.status_of(session=session, clock=request.app.state.clock, pensioner=p)
+
+
+@router.post(
+    "/persons/{person_id}/certifications", response_model=CertificationOut, status_code=201,
+    summary="Record a community or home visit, or a data match, with evidence (staff operator, audited)",
+)
+async def staff_certify(
+    request: Request, session: DbSession, principal: Operator, person_id: PersonIdPath, body: StaffCertificationIn,
+) -> Any:
+    clock = request.app.state.clock
+
+    async def action() -> CertificationOut:
+        p = await cert.pensioner_by_person_id(session=session, person_id=person_id, lock=True)
+        if body.certified_on is not None and not (p.from_date <= body.certified_on <= clock.today()):
+            raise CertifiedOnInvalid()
+        out = await cert.certify(
+            session=session, clock=clock, pensioner=p, method=CertificationMethod(str(body.method)), actor=principal,
+            evidence=body.evidence, certified_on=body.certified_on,
+        )
+        record_audit(
+            session, actor=principal, action="pension.certify", target_type="pensioner", target_id=person_id,
+            at=clock.now(), reason=str(body.method),
+            details={"certification_id": out.id, "certified_on": out.certified_on.isoformat(),
+                     "resumed": out.resumed is not None},
+        )
+        return out
+
+    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+
+
+@router.post(
+    "/persons/{person_id}/suspensions", response_model=SuspensionOut, status_code=201,
+    summary="Suspend a pension for a reason such as imprisonment (staff operator, audited)",
+)
+async def suspend(
+    request: Request, session: DbSession, principal: Operator, person_id: PersonIdPath, body: SuspensionIn,
+) -> Any:
+    async def action() -> SuspensionOut:
+        p = await cert.pensioner_by_person_id(session=session, person_id=person_id, lock=True)
+        return await cert.staff_suspend(
+            session=session, clock=request.app.state.clock, pensioner=p, actor=principal, reason=body.reason,
+            detail=body.detail, from_month=body.from_month,
+        )
+
+    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+
+
+@router.post("/sweeps", response_model=SweepOut, summary="Run the certification date sweep now (staff operator)")
+async def run_sweep(request: Request, session: DbSession, principal: Operator) -> Any:
+    async def action() -> SweepOut:
+        return await cert.sweep(session=session, clock=request.app.state.clock)
+
+    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=200)
+
+
+# ---- employer annual declaration -------------------------------------------------------
+
+
+@router.get(
+    "/employers/{credit_code}/annual-declarations/{year}/roster", response_model=RosterPage,
+    summary="The registered employees of the wage year: JSON (masked ids, paginated) or ?format=csv",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def roster(
+    request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
+    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Any:
+    _own(principal, credit_code)
+    emp = await decl.get_employer(session=session, credit_code=credit_code)
+    if format == "csv":
+        body = await decl.roster_csv(session=session, credit_code=emp.credit_code, year=year)
+        return Response(
+            body, media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="roster-{emp.credit_code}-{year}.csv"',
+                "Cache-Control": "no-store",
+            },
+        )
+    return await decl.roster_page(session=session, credit_code=emp.credit_code, year=year, limit=limit, cursor=cursor)
+
+
+@router.put(
+    "/employers/{credit_code}/annual-declarations/{year}", response_model=DeclarationCheckOut,
+    summary="Declare last year's average monthly wages; answers per-line errors and the differences",
+)
+async def put_declaration(
+    request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
+    body: DeclarationLinesIn,
+) -> Any:
+    _own(principal, credit_code)
+    emp = await decl.get_employer(session=session, credit_code=credit_code)
+    return await decl.put_lines(
+        session=session, clock=request.app.state.clock, employer=emp, year=year, raw_lines=body.lines,
+        en=wants_english(request),
+    )
+
+
+@router.get(
+    "/employers/{credit_code}/annual-declarations/{year}", response_model=DeclarationOut,
+    summary="The annual declaration of a wage year (that employer, staff)",
+)
+async def get_declaration(
+    request: Request, session: DbSession, principal: EmployerOrStaff, credit_code: CreditCodePath, year: YearPath,
+) -> Any:
+    _own(principal, credit_code)
+    return decl.declaration_out(await decl.find_declaration(session=session, credit_code=credit_code, year=year))
+
+
+@router.post(
+    "/employers/{credit_code}/annual-declarations/{year}/submit", response_model=DeclarationOut,
+    summary="Submit the annual declaration for review",
+)
+async def submit_declaration(
+    request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
+) -> Any:
+    _own(principal, credit_code)
+
+    async def action() -> DeclarationOut:
+        emp = await decl.get_employer(session=session, credit_code=credit_code)
+        return await decl.submit(session=session, clock=request.app.state.clock, employer=emp, year=year, actor=principal)
+
+    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=200)
+
+
+@router.get(
+    "/employers/{credit_code}/annual-declarations/{year}/receipt",
+    summary="The declaration receipt as a PDF in Chinese",
+    responses={200: {"content": {"application/pdf": {}}}},
+)
+async def receipt(
+    request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
+) -> Response:
+    _own(principal, credit_code)
+    emp = await decl.get_employer(session=session, credit_code=credit_code)
+    d = await decl.find_declaration(session=session, credit_code=credit_code, year=year)
+    pdf = render_receipt(declaration=d, employer=emp, font_file=request.app.state.settings.receipt_font_file)
+    return Response(
+        pdf, media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="annual-declaration-{credit_code}-{year}.pdf"'},
+    )
+
+
+@router.get(
+    "/annual-declarations/{declaration_id}", response_model=DeclarationOut,
+    summary="An annual declaration by id (staff reviewer)",
+)
+async def staff_get_declaration(session: DbSession, principal: Reviewer, declaration_id: DeclIdPath) -> Any:
+    return decl.declaration_out(await decl.get_declaration(session=session, declaration_id=declaration_id))
+
+
+@router.post(
+    "/annual-declarations/{declaration_id}/decision", response_model=DeclarationOut,
+    summary="Approve or return a submitted annual declaration, with reasons (staff reviewer, audited)",
+)
+async def decide(
+    request: Request, session: DbSession, principal: Reviewer, declaration_id: DeclIdPath, body: DecisionIn,
+) -> Any:
+    async def action() -> DeclarationOut:
+        return await decl.decide(
+            session=session, clock=request.app.state.clock, declaration_id=declaration_id, actor=principal,
+            decision=body.decision, reasons=body.reasons,
+        )
+
+    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=200)
+
+
+@router.post(
+    "/annual-declarations/overdue", response_model=OverdueOut,
+    summary="Flag employers past the deadline and apply 110% of their previous bases (staff operator, audited)",
+)
+async def overdue(request: Request, session: DbSession, principal: Operator, body: OverdueIn | None = None) -> Any:
+    async def action() -> Any:
+        return await decl.assess_overdue(
+            session=session, clock=request.app.state.clock, actor=principal, year=body.year if body else None,
+        )
+
+    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=200)

@@ -26,6 +26,9 @@ class AnnualDeclarationApproved(BaseModel):
     region_code: str
     effective_from: str  # YYYY-MM the new bases apply from
     lines: list[ApprovedLine]
+    # "declared" (approved by a reviewer) or "assessed_overdue" (not declared by the deadline:
+    # 110% of the previous bases, art. 62); consumers apply both the same way.
+    basis: str = "declared"
 
 
 class PensionSuspended(BaseModel):

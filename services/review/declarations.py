@@ -1,0 +1,491 @@
+"""The employer annual declaration (年度申报/年审): roster, lines and differences, submit, decide, overdue."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from datetime import date
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.audit import record_audit
+from services.common.clock import Clock, aware
+from services.common.identifiers import normalize_id_number
+from services.common.pagination import decode_cursor, encode_cursor
+from services.common.pii import cipher, mask_id_number
+from services.common.principal import Principal
+from services.review.certification import OUTBOX
+from services.review.errors import (
+    DeclarationIncomplete,
+    DeclarationNotEditable,
+    DeclarationNotFound,
+    DeclarationNotSubmitted,
+    EmployerNotFound,
+    RuleNotFound,
+    YearNotDeclarable,
+)
+from services.review.events import ANNUAL_DECLARATION_APPROVED, AnnualDeclarationApproved, ApprovedLine
+from services.review.models import AnnualDeclaration, Band, DeclarationLine, Employer, ReviewRule, RosterEntry
+from services.review.rules import band_in_force, clamp, rule_in_force
+from services.review.schemas import (
+    BandDiff,
+    BandOut,
+    DeclarationCheckOut,
+    DeclarationOut,
+    DeclarationStatus,
+    Differences,
+    DiffPerson,
+    LineError,
+    NameDiff,
+    OverdueItem,
+    OverdueOut,
+    RosterItem,
+    RosterPage,
+)
+
+MAX_WAGE_FEN = 100_000_000  # 1,000,000 CNY a month: anything above is a typing error
+EDITABLE = (DeclarationStatus.draft, DeclarationStatus.returned)
+SETTLED = (DeclarationStatus.submitted, DeclarationStatus.approved, DeclarationStatus.assessed)
+
+_MESSAGES = {
+    "missing": ("必填字段缺失", "required field missing"),
+    "id_number_invalid": ("身份证号码无效", "invalid id number"),
+    "name_invalid": ("姓名应为1至50个字符", "a name is 1 to 50 characters"),
+    "wage_invalid": ("月平均工资应为非负整数（分）", "the average monthly wage is a non-negative integer in fen"),
+    "wage_too_large": ("月平均工资超出合理范围", "the average monthly wage is implausibly large"),
+    "duplicate_line": ("同一身份证号码重复申报", "the same id number is declared twice"),
+    "unknown_field": ("不允许的字段", "field not allowed"),
+    "line_not_object": ("每行应为对象", "each line is an object"),
+}
+
+
+def deadline_of(rule: ReviewRule, year: int) -> date:
+    """The declaration deadline for a wage year (in the following year)."""
+    mm, dd = (int(x) for x in rule.declaration_deadline.split("-"))
+    return date(year + 1, mm, dd)
+
+
+def effective_from_of(rule: ReviewRule, year: int) -> str:
+    """The month the bases declared for a wage year apply from."""
+    return f"{year + 1:04d}-{rule.bases_from_month:02d}"
+
+
+async def get_employer(*, session: AsyncSession, credit_code: str) -> Employer:
+    """A registered employer (404 employer_not_found)."""
+    row = await session.get(Employer, credit_code)
+    if row is None:
+        raise EmployerNotFound()
+    return row
+
+
+def check_year(year: int, today: date) -> None:
+    """Wages are declared for a past year only."""
+    if not 2000 <= year < today.year:
+        raise YearNotDeclarable(params={"year": year, "latest_year": today.year - 1})
+
+
+def _roster_query(credit_code: str, year: int) -> Any:
+    return select(RosterEntry).where(
+        RosterEntry.credit_code == credit_code,
+        RosterEntry.start_month <= f"{year:04d}-12",
+        (RosterEntry.last_month.is_(None)) | (RosterEntry.last_month >= f"{year:04d}-01"),
+    )
+
+
+async def roster_for_year(*, session: AsyncSession, credit_code: str, year: int) -> dict[str, RosterEntry]:
+    """Employees registered with the employer at any time in the wage year, by id hash (latest employment)."""
+    rows = (await session.execute(_roster_query(credit_code, year).order_by(RosterEntry.id))).scalars().all()
+    return {r.id_hash: r for r in rows}
+
+
+async def roster_page(
+    *, session: AsyncSession, credit_code: str, year: int, limit: int, cursor: str | None
+) -> RosterPage:
+    """The roster of a wage year, a page at a time (masked id numbers)."""
+    after = decode_cursor(cursor)
+    q = _roster_query(credit_code, year).order_by(RosterEntry.id).limit(limit + 1)
+    if after:
+        q = q.where(RosterEntry.id > int(after[0]))
+    rows = (await session.execute(q)).scalars().all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return RosterPage(
+        credit_code=credit_code, year=year,
+        items=[
+            RosterItem(
+                person_id=r.person_id, id_number_masked=r.id_masked, name=r.name, hire_date=r.hire_date,
+                start_month=r.start_month, last_month=r.last_month, monthly_wage_fen=r.monthly_wage_fen,
+            )
+            for r in rows
+        ],
+        next_cursor=encode_cursor([rows[-1].id]) if more and rows else None,
+    )
+
+
+def _cell(value: object) -> str:
+    # A cell starting like a formula is neutralized so a spreadsheet never evaluates it.
+    s = "" if value is None else str(value)
+    return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
+
+
+async def roster_csv(*, session: AsyncSession, credit_code: str, year: int) -> bytes:
+    """The roster as CSV (UTF-8 with BOM), full id numbers: the employer fills the wage column and uploads it."""
+    roster = await roster_for_year(session=session, credit_code=credit_code, year=year)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(["身份证号码 id_number", "姓名 name", "入职日期 hire_date", "参保起始月 start_month",
+                "离职月份 last_month", "登记月工资(分) monthly_wage_fen", "上年月平均工资(分) avg_monthly_wage_fen"])
+    c = cipher()
+    for r in sorted(roster.values(), key=lambda r: r.id):
+        w.writerow([
+            _cell(c.decrypt(r.id_number_enc)), _cell(r.name), _cell(r.hire_date), _cell(r.start_month),
+            _cell(r.last_month), _cell(r.monthly_wage_fen), "",
+        ])
+    return ("\ufeff" + buf.getvalue()).encode("utf-8")
+
+
+def _line_error(line: int, field: str, code: str, en: bool) -> LineError:
+    zh, english = _MESSAGES[code]
+    return LineError(line=line, field=field, code=code, message=english if en else zh)
+
+
+def validate_lines(raw: list[Any], *, today: date, en: bool) -> tuple[list[dict[str, Any]], list[LineError]]:
+    """Check each line on its own: the valid ones, and the errors by line number."""
+    h = cipher().hash
+    valid: list[dict[str, Any]] = []
+    errors: list[LineError] = []
+    seen: set[str] = set()
+    for n, line in enumerate(raw, start=1):
+        if not isinstance(line, dict):
+            errors.append(_line_error(n, "line", "line_not_object", en))
+            continue
+        bad = False
+        for k in line:
+            if k not in ("id_number", "name", "avg_monthly_wage_fen"):
+                errors.append(_line_error(n, str(k)[:40], "unknown_field", en))
+                bad = True
+        idn = line.get("id_number")
+        normalized = None
+        if idn is None:
+            errors.append(_line_error(n, "id_number", "missing", en))
+        elif not isinstance(idn, str) or len(idn) > 32:
+            errors.append(_line_error(n, "id_number", "id_number_invalid", en))
+        else:
+            try:
+                normalized = normalize_id_number(idn, today=today)
+            except ValueError:
+                errors.append(_line_error(n, "id_number", "id_number_invalid", en))
+        name = line.get("name")
+        if name is None:
+            errors.append(_line_error(n, "name", "missing", en))
+            bad = True
+        elif not isinstance(name, str) or not (1 <= len(name.strip()) <= 50):
+            errors.append(_line_error(n, "name", "name_invalid", en))
+            bad = True
+        wage = line.get("avg_monthly_wage_fen")
+        if wage is None:
+            errors.append(_line_error(n, "avg_monthly_wage_fen", "missing", en))
+            bad = True
+        elif isinstance(wage, bool) or not isinstance(wage, int) or wage < 0:
+            errors.append(_line_error(n, "avg_monthly_wage_fen", "wage_invalid", en))
+            bad = True
+        elif wage > MAX_WAGE_FEN:
+            errors.append(_line_error(n, "avg_monthly_wage_fen", "wage_too_large", en))
+            bad = True
+        if normalized is None:
+            continue
+        key = h(normalized)
+        if key in seen:
+            errors.append(_line_error(n, "id_number", "duplicate_line", en))
+            continue
+        seen.add(key)
+        if bad:
+            continue
+        valid.append({
+            "line_no": n, "id_hash": key, "id_masked": mask_id_number(normalized), "name": name.strip(),
+            "avg_monthly_wage_fen": wage,
+        })
+    return valid, errors
+
+
+def declaration_out(d: AnnualDeclaration) -> DeclarationOut:
+    return DeclarationOut(
+        id=d.id, credit_code=d.credit_code, year=d.year, region_code=d.region_code, status=DeclarationStatus(d.status),
+        headcount=d.headcount, total_wages_fen=d.total_wages_fen, invalid_lines=d.invalid_lines,
+        effective_from=d.effective_from, overdue=d.overdue, reasons=d.reasons, submitted_at=aware(d.submitted_at) if d.submitted_at else None,
+        decided_at=aware(d.decided_at) if d.decided_at else None,
+    )
+
+
+def band_out(b: Band | None) -> BandOut | None:
+    if b is None:
+        return None
+    return BandOut(region_code=b.region_code, effective_from=b.effective_from, effective_to=b.effective_to,
+                   base_lower_fen=b.base_lower_fen, base_upper_fen=b.base_upper_fen)
+
+
+async def _get_or_create(
+    session: AsyncSession, clock: Clock, employer: Employer, year: int, effective_from: str
+) -> AnnualDeclaration:
+    q = select(AnnualDeclaration).where(
+        AnnualDeclaration.credit_code == employer.credit_code, AnnualDeclaration.year == year
+    ).with_for_update()
+    row = (await session.execute(q)).scalar_one_or_none()
+    if row is not None:
+        return row
+    now = clock.now()
+    row = AnnualDeclaration(
+        id=str(uuid.uuid4()), credit_code=employer.credit_code, year=year, region_code=employer.region_code,
+        status=str(DeclarationStatus.draft), headcount=0, total_wages_fen=0, invalid_lines=0,
+        effective_from=effective_from, overdue=False, created_at=now, updated_at=now, history=[],
+    )
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError:
+        row = (await session.execute(q)).scalar_one()
+    return row
+
+
+async def find_declaration(*, session: AsyncSession, credit_code: str, year: int) -> AnnualDeclaration:
+    """The employer's declaration of a wage year (404 annual_declaration_not_found)."""
+    row = (
+        await session.execute(
+            select(AnnualDeclaration).where(AnnualDeclaration.credit_code == credit_code, AnnualDeclaration.year == year)
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise DeclarationNotFound()
+    return row
+
+
+async def put_lines(
+    *, session: AsyncSession, clock: Clock, employer: Employer, year: int, raw_lines: list[Any], en: bool = False
+) -> DeclarationCheckOut:
+    """Replace the declared lines; answer per-line errors and the differences with the roster and the band."""
+    today = clock.today()
+    check_year(year, today)
+    rule = await rule_in_force(session=session, region_code=employer.region_code, on=today)
+    effective_from = effective_from_of(rule, year)
+    decl = await _get_or_create(session, clock, employer, year, effective_from)
+    if decl.status not in EDITABLE:
+        raise DeclarationNotEditable(params={"status": decl.status})
+    band = await band_in_force(session=session, region_code=employer.region_code, month=effective_from)
+    valid, errors = validate_lines(raw_lines, today=today, en=en)
+    for v in valid:
+        v["declaration_id"] = decl.id
+        v["new_base_fen"] = clamp(v["avg_monthly_wage_fen"], band)
+    await session.execute(delete(DeclarationLine).where(DeclarationLine.declaration_id == decl.id))
+    if valid:
+        await session.execute(insert(DeclarationLine), valid)
+    decl.headcount = len(valid)
+    decl.total_wages_fen = sum(v["avg_monthly_wage_fen"] for v in valid)
+    decl.invalid_lines = len({e.line for e in errors})
+    decl.effective_from = effective_from
+    decl.region_code = employer.region_code
+    decl.updated_at = clock.now()
+    await session.flush()
+    roster = await roster_for_year(session=session, credit_code=employer.credit_code, year=year)
+    out = declaration_out(decl)
+    return DeclarationCheckOut(
+        **out.model_dump(), band=band_out(band), errors=errors, differences=differences(valid, roster, band),
+    )
+
+
+def differences(valid: list[dict[str, Any]], roster: dict[str, RosterEntry], band: Band | None) -> Differences:
+    """Registered but not declared, declared but not registered, name differs, wage outside the band."""
+    declared = {v["id_hash"] for v in valid}
+    not_declared = [
+        DiffPerson(person_id=r.person_id, id_number_masked=r.id_masked, name=r.name)
+        for h, r in sorted(roster.items(), key=lambda kv: kv[1].id) if h not in declared
+    ]
+    not_registered: list[DiffPerson] = []
+    name_differs: list[NameDiff] = []
+    outside: list[BandDiff] = []
+    for v in valid:
+        r = roster.get(v["id_hash"])
+        if r is None:
+            not_registered.append(DiffPerson(line=v["line_no"], id_number_masked=v["id_masked"], name=v["name"]))
+        elif r.name.strip() != v["name"]:
+            name_differs.append(NameDiff(
+                line=v["line_no"], person_id=r.person_id, id_number_masked=v["id_masked"], declared_name=v["name"],
+                registered_name=r.name,
+            ))
+        if band is not None and v["new_base_fen"] != v["avg_monthly_wage_fen"]:
+            outside.append(BandDiff(
+                line=v["line_no"], id_number_masked=v["id_masked"], name=v["name"],
+                avg_monthly_wage_fen=v["avg_monthly_wage_fen"], new_base_fen=v["new_base_fen"],
+                below_band=v["avg_monthly_wage_fen"] < band.base_lower_fen,
+            ))
+    return Differences(
+        not_declared=not_declared, not_registered=not_registered, name_differs=name_differs, outside_band=outside,
+    )
+
+
+def _history(d: AnnualDeclaration, entry: dict[str, Any]) -> None:
+    d.history = [*(d.history or []), entry]
+
+
+async def submit(*, session: AsyncSession, clock: Clock, employer: Employer, year: int, actor: Principal) -> DeclarationOut:
+    """Submit a draft or returned declaration for review."""
+    decl = await find_declaration(session=session, credit_code=employer.credit_code, year=year)
+    if decl.status not in EDITABLE:
+        raise DeclarationNotEditable(params={"status": decl.status})
+    if decl.headcount == 0 or decl.invalid_lines:
+        raise DeclarationIncomplete(params={"headcount": decl.headcount, "invalid_lines": decl.invalid_lines})
+    now = clock.now()
+    decl.status = str(DeclarationStatus.submitted)
+    decl.submitted_at = now
+    decl.updated_at = now
+    _history(decl, {"at": now.isoformat(), "action": "submit", "by": actor.actor_id})
+    await session.flush()
+    return declaration_out(decl)
+
+
+async def get_declaration(*, session: AsyncSession, declaration_id: str, lock: bool = False) -> AnnualDeclaration:
+    """A declaration by id (404 annual_declaration_not_found)."""
+    q = select(AnnualDeclaration).where(AnnualDeclaration.id == declaration_id)
+    row = (await session.execute(q.with_for_update() if lock else q)).scalar_one_or_none()
+    if row is None:
+        raise DeclarationNotFound()
+    return row
+
+
+async def _emit_bases(session: AsyncSession, clock: Clock, decl: AnnualDeclaration, basis: str) -> None:
+    lines = (
+        await session.execute(
+            select(DeclarationLine.id_hash, DeclarationLine.avg_monthly_wage_fen, DeclarationLine.new_base_fen)
+            .where(DeclarationLine.declaration_id == decl.id).order_by(DeclarationLine.line_no)
+        )
+    ).all()
+    OUTBOX.emit(
+        session, type=ANNUAL_DECLARATION_APPROVED, subject=decl.credit_code, time=clock.now(),
+        data=AnnualDeclarationApproved(
+            declaration_id=decl.id, credit_code=decl.credit_code, year=decl.year, region_code=decl.region_code,
+            effective_from=decl.effective_from, basis=basis,
+            lines=[ApprovedLine(id_hash=h, avg_monthly_wage_fen=w, new_base_fen=b) for h, w, b in lines],
+        ),
+    )
+
+
+async def decide(
+    *, session: AsyncSession, clock: Clock, declaration_id: str, actor: Principal, decision: str, reasons: list[str]
+) -> DeclarationOut:
+    """A reviewer approves (the new bases are published) or returns a submitted declaration (audited)."""
+    decl = await get_declaration(session=session, declaration_id=declaration_id, lock=True)
+    if decl.status != DeclarationStatus.submitted:
+        raise DeclarationNotSubmitted(params={"status": decl.status})
+    now = clock.now()
+    reasons = [r.strip() for r in reasons if r.strip()]
+    decl.status = str(DeclarationStatus.approved if decision == "approve" else DeclarationStatus.returned)
+    decl.reasons = reasons or None
+    decl.decided_by = actor.actor_id
+    decl.decided_at = now
+    decl.updated_at = now
+    _history(decl, {"at": now.isoformat(), "action": decision, "by": actor.actor_id, "reasons": reasons})
+    if decision == "approve":
+        await _emit_bases(session, clock, decl, "declared")
+    record_audit(
+        session, actor=actor, action=f"annual_declaration.{decision}", target_type="annual_declaration",
+        target_id=decl.id, at=now, reason="; ".join(reasons) or None,
+        details={"credit_code": decl.credit_code, "year": decl.year, "headcount": decl.headcount},
+    )
+    await session.flush()
+    return declaration_out(decl)
+
+
+async def assess_overdue(*, session: AsyncSession, clock: Clock, actor: Principal, year: int | None) -> OverdueOut:
+    """Flag employers past the deadline without a submission and apply 110% of their previous bases (art. 62)."""
+    today = clock.today()
+    wage_year = year if year is not None else today.year - 1
+    check_year(wage_year, today)
+    settled = set(
+        (
+            await session.execute(
+                select(AnnualDeclaration.credit_code).where(
+                    AnnualDeclaration.year == wage_year, AnnualDeclaration.status.in_([str(s) for s in SETTLED])
+                )
+            )
+        ).scalars()
+    )
+    employers = (await session.execute(select(Employer).order_by(Employer.credit_code))).scalars().all()
+    assessed: list[OverdueItem] = []
+    for emp in employers:
+        if emp.credit_code in settled:
+            continue
+        try:
+            rule = await rule_in_force(session=session, region_code=emp.region_code, on=today)
+        except RuleNotFound:  # a region without rules has no deadline
+            continue
+        if today <= deadline_of(rule, wage_year):
+            continue
+        item = await _assess(session, clock, emp, rule, wage_year, actor)
+        if item is not None:
+            assessed.append(item)
+    return OverdueOut(year=wage_year, assessed=assessed)
+
+
+async def _previous_bases(session: AsyncSession, credit_code: str, year: int) -> dict[str, int]:
+    prev = (
+        await session.execute(
+            select(DeclarationLine.id_hash, DeclarationLine.new_base_fen)
+            .join(AnnualDeclaration, AnnualDeclaration.id == DeclarationLine.declaration_id)
+            .where(
+                AnnualDeclaration.credit_code == credit_code, AnnualDeclaration.year == year - 1,
+                AnnualDeclaration.status.in_([str(DeclarationStatus.approved), str(DeclarationStatus.assessed)]),
+            )
+        )
+    ).all()
+    return dict(prev)
+
+
+async def _assess(
+    session: AsyncSession, clock: Clock, emp: Employer, rule: ReviewRule, year: int, actor: Principal
+) -> OverdueItem | None:
+    effective_from = effective_from_of(rule, year)
+    decl = await _get_or_create(session, clock, emp, year, effective_from)
+    if decl.status in SETTLED:  # settled meanwhile
+        return None
+    band = await band_in_force(session=session, region_code=emp.region_code, month=effective_from)
+    prev = await _previous_bases(session, emp.credit_code, year)
+    roster = await roster_for_year(session=session, credit_code=emp.credit_code, year=year)
+    lines = []
+    for n, (h, r) in enumerate(sorted(roster.items(), key=lambda kv: kv[1].id), start=1):
+        if r.last_month is not None and r.last_month < effective_from:
+            continue  # left before the new bases apply
+        previous = prev.get(h, r.monthly_wage_fen or (band.base_lower_fen if band else 0))
+        lines.append({
+            "declaration_id": decl.id, "line_no": n, "id_hash": h, "id_masked": r.id_masked, "name": r.name,
+            "avg_monthly_wage_fen": previous, "new_base_fen": clamp((previous * 110 + 50) // 100, band),
+        })
+    await session.execute(delete(DeclarationLine).where(DeclarationLine.declaration_id == decl.id))
+    if lines:
+        await session.execute(insert(DeclarationLine), lines)
+    now = clock.now()
+    decl.status = str(DeclarationStatus.assessed)
+    decl.overdue = True
+    decl.headcount = len(lines)
+    decl.total_wages_fen = sum(x["avg_monthly_wage_fen"] for x in lines)
+    decl.invalid_lines = 0
+    decl.effective_from = effective_from
+    decl.decided_by = actor.actor_id
+    decl.decided_at = now
+    decl.updated_at = now
+    decl.reasons = [f"未在 {deadline_of(rule, year).isoformat()} 前申报，按上年缴费基数的110%核定"]
+    _history(decl, {"at": now.isoformat(), "action": "assess_overdue", "by": actor.actor_id})
+    await session.flush()
+    await _emit_bases(session, clock, decl, "assessed_overdue")
+    record_audit(
+        session, actor=actor, action="annual_declaration.assess_overdue", target_type="annual_declaration",
+        target_id=decl.id, at=now, reason="not declared by the deadline (art. 62)",
+        details={"credit_code": emp.credit_code, "year": year, "headcount": len(lines)},
+    )
+    return OverdueItem(
+        credit_code=emp.credit_code, declaration_id=decl.id, headcount=len(lines),
+        total_bases_fen=sum(x["new_base_fen"] for x in lines),
+    )
