@@ -178,3 +178,10 @@ class RegionalRuleNotFound(DomainError):
     code = "regional_rule_not_found"
     title_zh = "该地区没有生效的参保规则"
     title_en = "No regional rule in force"
+
+
+class RealnameIdentityInvalid(DomainError):
+    status = 403
+    code = "realname_identity_invalid"
+    title_zh = "实名身份信息（证件号码、姓名）缺失或无效，请重新实名认证"
+    title_en = "The real-name identity (id number, name) is missing or invalid"

@@ -15,11 +15,18 @@ from services.common.audit import record_audit
 from services.common.clock import Clock
 from services.common.enums import Category, Insurance
 from services.common.events import Outbox
-from services.common.identifiers import id_number_info, month_from_index, month_index, month_of
+from services.common.identifiers import (
+    id_number_info,
+    month_from_index,
+    month_index,
+    month_of,
+    normalize_id_number,
+)
 from services.common.pii import cipher, id_hash, mask_id_number
 from services.common.principal import Principal, StaffRoleRequired
 from services.registration import events as ev
 from services.registration.errors import (
+    EmployeeAlreadyEnrolled,
     EndMonthOutOfRange,
     EnrolmentAlreadyEnded,
     EnrolmentConflict,
@@ -32,6 +39,7 @@ from services.registration.errors import (
     PensionRegionUnknown,
     PersonIsPensioner,
     PersonNotFound,
+    RealnameIdentityInvalid,
     StartMonthOutOfRange,
     StartMonthOverlaps,
 )
@@ -88,6 +96,22 @@ def next_month(month: str) -> str:
 
 
 # ---- persons ------------------------------------------------------------------------
+
+
+def citizen_id_number(principal: Principal) -> str:
+    """The caller's id number from the real-name token, normalized; refused if the platform sent a malformed one."""
+    try:
+        return normalize_id_number(principal.id_number or "")
+    except ValueError:
+        raise RealnameIdentityInvalid() from None
+
+
+def citizen_name(principal: Principal) -> str:
+    """The caller's verified name from the real-name token."""
+    name = (principal.name or "").strip()
+    if not name or len(name) > 50:
+        raise RealnameIdentityInvalid()
+    return name
 
 
 async def person_by_id_number(*, session: AsyncSession, id_number: str, lock: bool = False) -> Person | None:
@@ -233,10 +257,12 @@ async def insert_enrolment(*, session: AsyncSession, enrolment: Enrolment) -> No
             session.add(enrolment)
             await session.flush()
     except IntegrityError:
-        for other in await open_enrolments(session=session, person_id=enrolment.person_id):
-            if shares_scheme(other.insurance_types, enrolment.insurance_types) or (
-                other.open_employment_key and other.open_employment_key == enrolment.open_employment_key
-            ):
+        others = await open_enrolments(session=session, person_id=enrolment.person_id)
+        for other in others:
+            if other.open_employment_key and other.open_employment_key == enrolment.open_employment_key:
+                raise EmployeeAlreadyEnrolled(params={"enrolment_id": other.id, "person_id": other.person_id}) from None
+        for other in others:
+            if shares_scheme(other.insurance_types, enrolment.insurance_types):
                 raise conflict(other) from None
         raise
 
@@ -322,7 +348,7 @@ async def earliest_free_month(*, session: AsyncSession, person_id: str, types: S
 
 async def enrol_self(*, session: AsyncSession, clock: Clock, principal: Principal, body: SelfEnrolmentIn) -> EnrolmentOut:
     """自主参保: a citizen enrols as flexible or resident; identity from the token only."""
-    assert principal.id_number and principal.name is not None
+    id_number = citizen_id_number(principal)
     category = Category(body.category)
     types = check_insurance_types(category, body.insurance_types)
     today, current = clock.today(), clock.current_month()
@@ -335,7 +361,7 @@ async def enrol_self(*, session: AsyncSession, clock: Clock, principal: Principa
         raise StartMonthOutOfRange(params={"earliest_start_month": earliest_this_year, "latest_start_month": current})
     now = clock.now()
     person = await get_or_create_person(
-        session=session, id_number=principal.id_number, name=principal.name, now=now, name_verified=True,
+        session=session, id_number=id_number, name=citizen_name(principal), now=now, name_verified=True,
     )
     if person.pensioner_from is not None:
         raise PersonIsPensioner(params={"pensioner_from": person.pensioner_from.isoformat()})
@@ -368,8 +394,7 @@ async def end_self_enrolment(
     *, session: AsyncSession, clock: Clock, principal: Principal, enrolment_id: str, body: EndEnrolmentIn,
 ) -> EnrolmentOut:
     """停保: the citizen stops a flexible or resident enrolment after `end_month`."""
-    assert principal.id_number
-    person = await person_by_id_number(session=session, id_number=principal.id_number)
+    person = await person_by_id_number(session=session, id_number=citizen_id_number(principal))
     enrolment = None
     if person is not None:
         enrolment = (
@@ -494,12 +519,12 @@ async def _profile_parts(session: AsyncSession, person: Person) -> tuple[list[En
 
 async def my_profile(*, session: AsyncSession, principal: Principal) -> PersonProfile:
     """The caller's insured profile; an unregistered citizen sees what the id says and no enrolments."""
-    assert principal.id_number
-    person = await person_by_id_number(session=session, id_number=principal.id_number)
+    id_number = citizen_id_number(principal)
+    person = await person_by_id_number(session=session, id_number=id_number)
     if person is None:
-        info = id_number_info(principal.id_number)
+        info = id_number_info(id_number)
         return PersonProfile(
-            person_id=None, registered=False, id_number_masked=mask_id_number(principal.id_number) or "",
+            person_id=None, registered=False, id_number_masked=mask_id_number(id_number) or "",
             name=principal.name or "", birth_date=info.birth_date, sex=info.sex, pensioner=False,
             enrolments=[], history=[],
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from services.common.pii import id_hash
 from tests.helpers import citizen, employer, make_id_number
 from tests.registration.conftest import BASE, CC_A, ID_1, ID_2, STAFF_ADMIN, STAFF_OPERATOR, Reg, problem
@@ -163,3 +165,45 @@ class TestEndSelfEnrolment:
         r = await reg.client.post(f"{BASE}/me/enrolments/{emp['id']}/end", json={"end_month": "2026-03"},
                                   headers=reg.h(citizen(ID_1)))
         problem(r, 409, "enrolment_not_self")
+
+
+class TestTokenIdentity:
+    async def test_malformed_identity_in_the_token_is_refused_not_a_500(self, reg: Reg) -> None:
+        bad = ID_1[:-1] + ("0" if ID_1[-1] != "0" else "1")
+        r = await reg.client.post(f"{BASE}/me/enrolments", json=FLEX, headers=reg.h(citizen(bad)))
+        problem(r, 403, "realname_identity_invalid")
+        problem(await reg.client.get(f"{BASE}/me", headers=reg.h(citizen(bad))), 403, "realname_identity_invalid")
+        r = await reg.client.post(f"{BASE}/me/enrolments", json=FLEX, headers=reg.h(citizen(ID_1, name="")))
+        problem(r, 403, "realname_identity_invalid")
+
+    async def test_lowercase_x_in_the_token_is_the_same_person(self, reg: Reg) -> None:
+        x_id = "11010519491231002X"
+        await reg.enrol_self(x_id.lower(), "王五", household_region_code="110101")
+        me = await reg.me(x_id, "王五")
+        assert me["registered"] is True and me["id_number_masked"] == "110105********002X"
+
+    async def test_verified_name_updates_the_record(self, reg: Reg) -> None:
+        await reg.register_employer(CC_A)
+        await reg.enrol(types=["work_injury"], name="张三")
+        await reg.enrol_self(ID_1, "張三")  # the platform's verified spelling wins
+        [person] = await reg.rows("SELECT name FROM persons")
+        assert person["name"] == "張三"
+
+
+class TestConcurrency:
+    async def test_two_simultaneous_enrolments_one_wins(self, reg: Reg) -> None:
+        import asyncio
+
+        async def attempt(region: str) -> Any:
+            body = {**FLEX, "region_code": region, "household_region_code": "110105"}
+            return await reg.client.post(f"{BASE}/me/enrolments", json=body, headers=reg.h(citizen(ID_1)))
+
+        results = await asyncio.gather(attempt("110105"), attempt("320102"), attempt("110108"))
+        codes = sorted(r.status_code for r in results)
+        assert codes == [201, 409, 409], [r.text for r in results]
+        for r in results:
+            if r.status_code == 409:
+                assert r.json()["code"] == "enrolment_conflict"
+        rows = await reg.rows("SELECT status FROM enrolments")
+        assert [r["status"] for r in rows] == ["active"]
+        assert len(await reg.rows("SELECT id FROM persons")) == 1
