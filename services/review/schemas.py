@@ -178,7 +178,11 @@ class DeclarationLinesIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    lines: list[dict[str, Any]] = Field(max_length=20000)
+    lines: list[Any] = Field(
+        max_length=20000,
+        description="each line: {id_number, name, avg_monthly_wage_fen}; a bad line is reported by its number",
+        examples=[[{"id_number": "11010519491231002X", "name": "张三", "avg_monthly_wage_fen": 1000000}]],
+    )
 
 
 class BandOut(BaseModel):

@@ -126,3 +126,14 @@ def feed(svc: Any) -> Feed:
 def idn(seq: int, birth: str = "19550101", region: str = "110105") -> str:
     """A valid id number per sequence."""
     return make_id_number(region, birth, f"{seq:03d}")
+
+
+def many_id_numbers(n: int, region: str = "110105") -> list[str]:
+    """n distinct valid id numbers (1,000 sequences per birth date)."""
+    from datetime import timedelta
+
+    born = date(1960, 1, 1)
+    return [
+        make_id_number(region, (born + timedelta(days=i // 1000)).strftime("%Y%m%d"), f"{i % 1000:03d}")
+        for i in range(n)
+    ]
