@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from services.contribution.payments.models import Payment
 from tests.conftest import KEYS
