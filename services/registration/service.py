@@ -168,17 +168,13 @@ async def get_or_create_person(
     return person
 
 
-def person_ref(person: Person) -> dict[str, object]:
+def person_ref(person: Person) -> ev.PersonRef:
     """The person fields every person event carries (keyed hash, masked and encrypted id)."""
-    return {
-        "person_id": person.id,
-        "id_hash": person.id_hash,
-        "id_masked": person.id_masked,
-        "id_number_enc": cipher().encrypt(person.id_number),
-        "name": person.name,
-        "birth_date": person.birth_date,
-        "sex": person.sex,
-    }
+    return ev.PersonRef(
+        person_id=person.id, id_hash=person.id_hash, id_masked=person.id_masked,
+        id_number_enc=cipher().encrypt(person.id_number), name=person.name, birth_date=person.birth_date,
+        sex=person.sex,
+    )
 
 
 def add_change(session: AsyncSession, *, person_id: str, at: datetime, change: ChangeKind, **fields: object) -> None:
@@ -271,7 +267,7 @@ def emit_enrolled(session: AsyncSession, *, person: Person, enrolment: Enrolment
                   employer: ev.EmployerRef | None = None) -> None:
     """The enrolled event and the history entry, in the enrolment's transaction."""
     data = ev.PersonEnrolled(
-        **person_ref(person),
+        **dict(person_ref(person)),
         enrolment_id=enrolment.id, category=Category(enrolment.category), region_code=enrolment.region_code,
         insurance_types=[Insurance(t) for t in enrolment.insurance_types], start_month=enrolment.start_month,
         employer=employer, hire_date=enrolment.hire_date, monthly_wage_fen=enrolment.monthly_wage_fen,
@@ -464,7 +460,7 @@ async def award_pension(
     person.pension_scheme = str(scheme)
     person.updated_at = now
     data = ev.PensionAwarded(
-        **person_ref(person), from_date=body.from_date, region_code=region_code, scheme=Category(str(scheme)),
+        **dict(person_ref(person)), from_date=body.from_date, region_code=region_code, scheme=Category(str(scheme)),
         ended_enrolment_ids=[e.id for e in ended],
     )
     OUTBOX.emit(session, type=ev.PENSION_AWARDED, subject=person.id, data=data, time=now)
