@@ -115,7 +115,7 @@ def merged_openapi(service_docs: dict[str, dict[str, Any]], *, version: str = "1
                 renames[name] = f"{service.capitalize()}_{name}"
         doc = _rename_refs(doc, renames)
         for name, schema in doc.get("components", {}).get("schemas", {}).items():
-            schemas.setdefault(name, schema)
+            schemas.setdefault(renames.get(name, name), schema)
         for path, item in doc.get("paths", {}).items():
             if not path.startswith(f"/{service}/"):
                 continue

@@ -95,7 +95,7 @@ class Upstream:
 
 
 def upstream_app(up: Upstream) -> FastAPI:
-    app = FastAPI()
+    app = FastAPI(openapi_url=None)
 
     @app.get("/readyz")
     async def readyz() -> Response:

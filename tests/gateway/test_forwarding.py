@@ -1,0 +1,183 @@
+"""Forwarding: routing, headers, bodies, upstream failures, rate limits."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+
+from tests.gateway.conftest import bearer, sandbox_token
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class TestRouting:
+    async def test_paths_go_unchanged_to_the_owning_service(self, gw):
+        for service in ("registration", "contribution", "card", "review"):
+            r = await gw.client.get(f"/{service}/v1/some/thing?limit=5&cursor=a%2Fb")
+            assert r.status_code == 200
+            assert r.json()["service"] == service
+            seen = gw.upstreams[service].seen[-1]
+            assert seen["path"] == f"/{service}/v1/some/thing"
+            assert seen["query"] == "limit=5&cursor=a%2Fb"
+
+    async def test_internal_routes_are_404(self, gw):
+        for path in ("/internal/v1/events", "/internal/v1/events?after=0", "/registration/../internal/v1/events",
+                     "/registration/%2e%2e/internal/v1/events", "/nowhere/v1/x", "/"):
+            r = await gw.client.get(path, headers={"Authorization": "Bearer whatever"})
+            assert r.status_code == 404, path
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert r.json()["code"] == "not_found"
+        assert not any(up.seen for up in gw.upstreams.values())
+
+    async def test_dot_segments_never_reach_a_service(self, gw):
+        # httpx would normalize these away: speak ASGI directly, as a server hands over a raw request line.
+        for raw in (b"/registration/../internal/v1/events", b"/registration/%2e%2e/internal/v1/events",
+                    b"/card/./v1/me"):
+            from urllib.parse import unquote
+
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                     "scheme": "http", "path": unquote(raw.decode()), "raw_path": raw, "query_string": b"",
+                     "headers": [(b"host", b"gateway")], "client": ("203.0.113.7", 1), "server": ("gateway", 80)}
+            messages = []
+
+            async def receive():
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message):
+                messages.append(message)
+
+            await gw.app(scope, receive, send)
+            assert messages[0]["status"] == 404, raw
+        assert not any(up.seen for up in gw.upstreams.values())
+
+    async def test_post_body_and_status_pass_through(self, gw):
+        payload = {"name": "王芳", "monthly_wage_fen": 800000}
+        r = await gw.client.post("/registration/v1/employers", json=payload,
+                                 headers={**bearer(sandbox_token()), "Idempotency-Key": "k-1"})
+        assert r.status_code == 201
+        seen = gw.upstreams["registration"].seen[-1]
+        assert json.loads(seen["body"]) == payload
+        assert seen["headers"]["idempotency-key"] == "k-1"
+        assert seen["headers"]["content-type"] == "application/json"
+
+
+class TestHeaders:
+    async def test_forged_principal_from_a_client_is_dropped(self, gw):
+        r = await gw.client.get("/card/v1/me", headers={"X-Principal": "eyJhbGciOiJFUzI1NiJ9.forged.sig"})
+        assert r.status_code == 200
+        assert "x-principal" not in gw.upstreams["card"].seen[-1]["headers"]
+
+    async def test_forged_principal_is_replaced_by_the_gateways_own(self, gw):
+        r = await gw.client.get("/card/v1/me", headers={**bearer(sandbox_token()), "X-Principal": "forged"})
+        assert r.status_code == 200
+        seen = gw.upstreams["card"].seen[-1]
+        assert len(seen["header_list"]) == 1 and seen["header_list"][0] != "forged"
+
+    async def test_platform_token_is_not_passed_on(self, gw):
+        await gw.client.get("/card/v1/me", headers=bearer(sandbox_token()))
+        assert "authorization" not in gw.upstreams["card"].seen[-1]["headers"]
+
+    async def test_request_id_is_forwarded_and_echoed(self, gw):
+        r = await gw.client.get("/card/v1/me", headers={"X-Request-ID": "abc-123"})
+        assert r.headers.get_list("x-request-id") == ["abc-123"]
+        assert gw.upstreams["card"].seen[-1]["headers"]["x-request-id"] == "abc-123"
+        r = await gw.client.get("/card/v1/me")
+        rid = r.headers["x-request-id"]
+        assert len(rid) == 32 and gw.upstreams["card"].seen[-1]["headers"]["x-request-id"] == rid
+
+    async def test_forwarded_for_is_the_peer_not_what_the_client_claims(self, gw):
+        await gw.client.get("/card/v1/me", headers={"X-Forwarded-For": "10.9.9.9"})
+        assert gw.upstreams["card"].seen[-1]["headers"]["x-forwarded-for"] == "203.0.113.7"
+
+    async def test_forwarded_for_behind_a_trusted_proxy(self, make_gateway):
+        gw = await make_gateway(trusted_proxies="203.0.113.0/24", client_address="203.0.113.7")
+        await gw.client.get("/card/v1/me", headers={"X-Forwarded-For": "198.51.100.20"})
+        assert gw.upstreams["card"].seen[-1]["headers"]["x-forwarded-for"] == "198.51.100.20, 203.0.113.7"
+
+    async def test_hop_by_hop_headers_are_not_passed_back(self, gw):
+        r = await gw.client.get("/card/v1/me")
+        assert r.headers["x-upstream"] == "card"
+        assert "connection" not in r.headers
+
+
+class TestBodies:
+    async def test_over_the_limit_by_content_length_is_413(self, gw):
+        r = await gw.client.post("/registration/v1/employers", content=b"x" * (1_048_576 + 1),
+                                 headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+        assert not gw.upstreams["registration"].seen
+
+    async def test_over_the_limit_while_streaming_is_413(self, make_gateway):
+        gw = await make_gateway(max_body_bytes=1000)
+
+        async def chunks():
+            for _ in range(20):
+                yield b"y" * 100
+
+        r = await gw.client.post("/registration/v1/employers", content=chunks())
+        assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+
+    async def test_streamed_body_under_the_limit_arrives_whole(self, gw):
+        async def chunks():
+            for i in range(10):
+                yield f"{i:03d}".encode() * 100
+
+        r = await gw.client.post("/registration/v1/upload", content=chunks())
+        assert r.status_code == 201 and r.json()["length"] == 3000
+
+
+class TestUpstreamFailures:
+    async def test_upstream_down_is_503_within_the_timeout(self, make_gateway):
+        gw = await make_gateway(upstream_transport=httpx.AsyncHTTPTransport(),
+                                registration_url=f"http://127.0.0.1:{closed_port()}", upstream_timeout_seconds=2)
+        started = time.monotonic()
+        r = await gw.client.get("/registration/v1/me", headers=bearer(sandbox_token()))
+        assert time.monotonic() - started < 2
+        assert r.status_code == 503 and r.json()["code"] == "upstream_unavailable"
+        assert r.json()["service"] == "registration"
+        assert 'gateway_upstream_errors_total{kind="unavailable",service="registration"} 1.0' in gw.metrics_text()
+
+    async def test_slow_upstream_is_504(self, make_gateway):
+        gw = await make_gateway(upstream_timeout_seconds=0.2)
+        started = time.monotonic()
+        r = await gw.client.get("/card/v1/slow")
+        assert time.monotonic() - started < 2
+        assert r.status_code == 504 and r.json()["code"] == "upstream_timeout"
+        gw.upstreams["card"].release.set()
+
+
+class TestRateLimits:
+    async def test_per_principal_limit_gives_429_with_retry_after(self, make_gateway):
+        gw = await make_gateway(rate_limit_per_principal="3/minute")
+        token = sandbox_token()
+        codes = [(await gw.client.get("/card/v1/me", headers=bearer(token))).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        r = await gw.client.get("/card/v1/me", headers=bearer(token))
+        assert r.json()["code"] == "rate_limited"
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        # another person is not affected
+        other = sandbox_token("sandbox-wechat")
+        assert (await gw.client.get("/card/v1/me", headers=bearer(other))).status_code == 200
+        assert 'gateway_rate_limited_total{scope="principal"} 2.0' in gw.metrics_text()
+
+    async def test_per_address_limit(self, make_gateway):
+        gw = await make_gateway(rate_limit_per_address="2/minute")
+        codes = [(await gw.client.get("/card/v1/me")).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+
+    async def test_metrics_count_requests_by_service_and_status(self, gw):
+        await gw.client.get("/card/v1/me")
+        await gw.client.get("/card/v1/me", headers={"Authorization": "Bearer x.y.z"})
+        text = gw.metrics_text()
+        assert 'gateway_requests_total{method="GET",service="card",status="200"} 1.0' in text
+        assert 'gateway_requests_total{method="GET",service="card",status="401"} 1.0' in text
+        assert 'gateway_request_duration_seconds_count{service="card"} 2.0' in text
