@@ -14,7 +14,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -363,8 +363,8 @@ def _platform_time(value: str | None, now: datetime, fmt: str | None = None) -> 
         return now
     if at.tzinfo is None:
         at = at.replace(tzinfo=SHANGHAI)
-    # A platform clock far from ours is not trusted for the record.
-    return at if abs((at - now).total_seconds()) < 7 * 86400 else now
+    # A platform clock far from ours is not trusted for the record. Stored times are UTC.
+    return at.astimezone(UTC) if abs((at - now).total_seconds()) < 7 * 86400 else now
 
 
 async def _payment_by_order(session: AsyncSession, channel: PaymentChannel, out_trade_no: str) -> Payment | None:
