@@ -9,6 +9,8 @@ from services.common.app import create_service_app
 from services.common.clock import Clock
 from services.common.settings import CommonSettings
 from services.contribution.api import router
+from services.contribution.payments.api import router as payments_router
+from services.contribution.payments.jobs import payment_closer
 from services.contribution.readmodel import REGISTRATION_HANDLERS, REVIEW_HANDLERS
 from services.contribution.service import expire_due_declarations
 from services.contribution.settings import Settings
@@ -44,9 +46,9 @@ def create_app(settings: Settings | None = None, common: CommonSettings | None =
         clock=clock,
         title="Contribution service",
         description="Policies, quotes, declarations, payments, records and certificates.",
-        routers=[router],
+        routers=[router, payments_router],
         consumers={"registration": REGISTRATION_HANDLERS, "review": REVIEW_HANDLERS},
-        background_jobs=[expire_declarations_job],
+        background_jobs=[expire_declarations_job, payment_closer],
     )
 
 
