@@ -17,7 +17,6 @@ from sandbox.payments import router as sandbox_router
 from services.common.clock import FrozenClock
 from services.common.pii import id_hash
 from services.contribution.models import Declaration, DeclarationLine, DeclaredMonth
-from services.contribution.payments.api import router as payments_router
 from services.contribution.payments.platforms import PaymentPlatforms
 from services.contribution.payments.settings import PaymentSettings
 from tests.conftest import KEYS
@@ -27,16 +26,6 @@ from tests.helpers import citizen, make_id_number
 NOW = datetime(2026, 3, 10, 2, 0, tzinfo=UTC)
 ALICE = make_id_number("110105", "19900101", "001")
 BOB = make_id_number("110105", "19850505", "013")
-
-
-def contribution_factory(settings: Any, common: Any, clock: Any) -> FastAPI:
-    """The contribution app with the payment routes (added here too if app.py does not include them yet)."""
-    from services.contribution.app import create_app
-
-    app = create_app(settings=settings, common=common, clock=clock)
-    if not any(getattr(r, "path", "") == "/contribution/v1/notify/alipay" for r in app.routes):
-        app.include_router(payments_router)
-    return app
 
 
 @dataclass
@@ -97,7 +86,7 @@ class PayWorld:
 
 @pytest.fixture
 async def world(make_service: Any) -> Any:
-    svc = await make_service("contribution", clock=FrozenClock(NOW), app_factory=contribution_factory)
+    svc = await make_service("contribution", clock=FrozenClock(NOW))
     sandbox_app = FastAPI()
     sandbox_app.include_router(sandbox_router)
     platform = SandboxPayments(

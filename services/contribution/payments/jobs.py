@@ -22,7 +22,14 @@ async def close_payments_once(app: FastAPI) -> int:
 
 async def payment_closer(app: FastAPI, stop: asyncio.Event) -> None:
     """Runs until stopped; survives any error of a pass."""
-    interval = platforms_of(app).settings.payment_close_interval_seconds
+    interval = 30.0
+    try:
+        platforms = platforms_of(app)
+        interval = platforms.settings.payment_close_interval_seconds
+        # Load the keys now, so a missing or malformed one is reported at start, not at the first payment.
+        _ = platforms.alipay, platforms.wechat
+    except Exception as exc:
+        log.error("payment configuration is not usable: %s", exc)
     while not stop.is_set():
         try:
             closed = await close_payments_once(app)

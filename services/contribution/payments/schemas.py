@@ -33,12 +33,12 @@ class PaymentOut(BaseModel):
     opened_at: datetime
     closes_at: datetime
     trade_no: str | None = None
-    appId: str | None = None  # noqa: N815
-    timeStamp: str | None = None  # noqa: N815
-    nonceStr: str | None = None  # noqa: N815
+    appId: str | None = None
+    timeStamp: str | None = None
+    nonceStr: str | None = None
     package: str | None = None
-    signType: str | None = None  # noqa: N815
-    paySign: str | None = None  # noqa: N815
+    signType: str | None = None
+    paySign: str | None = None
 
 
 class CertificateCheck(BaseModel):
