@@ -45,7 +45,7 @@ from services.contribution.models import (
     KnownEnrolment,
 )
 from services.contribution.policies import OUTBOX
-from services.contribution.pricing import Line
+from services.contribution.pricing import Line, round_fen
 from services.contribution.quotes import Priced, line_out, price
 from services.contribution.schemas import (
     AgencyAuthorizationIn,
@@ -128,11 +128,11 @@ async def declaration_view(*, session: AsyncSession, declaration: Declaration) -
 
 
 def _late_rate(declaration: Declaration) -> int:
+    """The late-fee rate (per 10,000 a day), recovered from the stored amounts in integers."""
     arrears, days = declaration.late_fee_arrears_fen, declaration.late_fee_days
-    if not arrears or not days:
+    if not arrears or not days or not declaration.late_fee_fen:
         return 0
-    # Stored per declaration as amounts; the rate is recovered for display (exact for whole rates).
-    return round(declaration.late_fee_fen * 10000 / (arrears * days)) if declaration.late_fee_fen else 0
+    return round_fen(declaration.late_fee_fen * 10000, arrears * days, "fen_half_up")
 
 
 def list_item(declaration: Declaration) -> DeclarationListItem:
