@@ -86,6 +86,8 @@ class Forwarder:
 
         try:
             await self._forward(scope, receive, tracked_send, service)
+        except ClientDisconnected:
+            status["code"] = 499  # the client went away mid-request (nginx's convention)
         except DomainError as exc:
             if isinstance(exc, TokenError):
                 self.metrics.token_failures.labels(exc.code).inc()
@@ -153,13 +155,17 @@ class Forwarder:
                 response = await self.http.send(request, stream=True)
         except BodyTooLarge as exc:
             raise PayloadTooLarge(params={"max_bytes": self.max_body_bytes}) from exc
+        except ClientDisconnected:
+            raise  # nobody left to answer; the upstream saw an incomplete body and drops it
         except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout) as exc:
             self.metrics.upstream_errors.labels(service, "timeout").inc()
             log.warning("upstream %s timed out", service)
             raise UpstreamTimeout(params={"service": service}) from exc
         except httpx.TransportError as exc:
-            if isinstance(exc.__context__, BodyTooLarge) or isinstance(exc.__cause__, BodyTooLarge):
+            if _caused_by(exc, BodyTooLarge):
                 raise PayloadTooLarge(params={"max_bytes": self.max_body_bytes}) from exc
+            if _caused_by(exc, ClientDisconnected):
+                raise ClientDisconnected() from exc
             self.metrics.upstream_errors.labels(service, "unavailable").inc()
             log.warning("upstream %s unavailable: %s", service, type(exc).__name__)
             raise UpstreamUnavailable(params={"service": service}, headers={"Retry-After": "1"}) from exc
@@ -214,6 +220,17 @@ class Forwarder:
         except ValueError:
             return False
         return any(ip in net for net in self.trusted_proxies)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 10:
+        if isinstance(current, kind):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:

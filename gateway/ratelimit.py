@@ -28,7 +28,14 @@ class RateLimits:
     """Two sliding-window limits; `check` answers the seconds to wait, or None when allowed."""
 
     def __init__(self, storage_uri: str, per_principal: str, per_address: str) -> None:
-        self.storage: Storage = storage_from_string(async_storage_uri(storage_uri))
+        uri = async_storage_uri(storage_uri)
+        options: dict[str, str] = {}
+        if uri.startswith(("async+redis://", "async+rediss://", "async+redis+")):
+            options["implementation"] = "redispy"  # the `redis` package we install (limits defaults to coredis)
+        storage = storage_from_string(uri, **options)
+        if not isinstance(storage, Storage):
+            raise ValueError(f"not an asyncio rate-limit storage: {storage_uri}")
+        self.storage = storage
         self.limiter = SlidingWindowCounterRateLimiter(self.storage)
         self.items: dict[str, RateLimitItem] = {"principal": parse(per_principal), "address": parse(per_address)}
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
 import time
 
 import httpx
+import pytest
 
 from tests.gateway.conftest import bearer, sandbox_token
 
@@ -181,3 +184,44 @@ class TestRateLimits:
         assert 'gateway_requests_total{method="GET",service="card",status="200"} 1.0' in text
         assert 'gateway_requests_total{method="GET",service="card",status="401"} 1.0' in text
         assert 'gateway_request_duration_seconds_count{service="card"} 2.0' in text
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A throw-away redis-server on a loopback port (skipped where Redis is not installed)."""
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server not installed")
+    import redis
+
+    port = closed_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port, socket_connect_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:  # until it accepts connections (bounded)
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class TestRedisStorage:
+    async def test_limits_shared_through_redis(self, make_gateway, redis_url):
+        first = await make_gateway(rate_limit_storage=redis_url, rate_limit_per_address="3/minute")
+        second = await make_gateway(rate_limit_storage=redis_url, rate_limit_per_address="3/minute")
+        codes = [(await gw.client.get("/card/v1/me")).status_code for gw in (first, second, first, second)]
+        assert codes == [200, 200, 200, 429]  # two gateway replicas share one budget
+
+    async def test_storage_down_lets_traffic_through(self, make_gateway):
+        gw = await make_gateway(rate_limit_storage=f"redis://127.0.0.1:{closed_port()}/0", rate_limit_per_address="1/minute")
+        codes = [(await gw.client.get("/card/v1/me")).status_code for _ in range(3)]
+        assert codes == [200, 200, 200]
