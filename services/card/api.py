@@ -14,11 +14,13 @@ from services.card.pins import PinHasher
 from services.card.schemas import (
     ActivationIn,
     ApplicationIn,
+    CancellationIn,
     CardOut,
     CardPage,
     CardRuleIn,
     CardRuleOut,
     CardRulePage,
+    CardStaffView,
     CardStatus,
     ECardOut,
     IssuanceIn,
@@ -35,7 +37,7 @@ from services.common.db import DbSession
 from services.common.errors import render_domain_error
 from services.common.idempotency import HEADER, run_idempotent
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from services.common.principal import Principal, require
+from services.common.principal import Principal, StaffRoleRequired, require
 
 router = APIRouter(prefix="/card/v1", tags=["card"])
 
@@ -50,7 +52,7 @@ Activator = Annotated[Principal, Depends(require("citizen", "channel", min_level
 PinResetter = Annotated[Principal, Depends(require("citizen", "channel", min_level=3, face=True, channel_kinds=["window"]))]
 LossReporter = Annotated[Principal, Depends(require("citizen", "channel", min_level=2, channel_kinds=["hotline"]))]
 Hospital = Annotated[Principal, Depends(require("channel", channel_kinds=["hospital"]))]
-StaffAny = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
+StaffOperator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
 StaffAdmin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
 CardId = Annotated[str, Path(min_length=1, max_length=36)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
@@ -106,6 +108,35 @@ async def get_my_card(request: Request, session: DbSession, principal: CitizenL1
     """Status, masked card number, bank, initial-PIN flag and the e-card of the calling platform."""
     card = await service.my_card(session=session, principal=principal, clock=_clock(request))
     return await service.card_view(session=session, card=card, platform=principal.platform or principal.issuer)
+
+
+@router.get(
+    "/cards/{card_id}", response_model=CardStaffView | CardOut, summary="One card (staff, bank)",
+    responses={**REFUSALS, 404: {"description": "card_not_found"}},
+)
+async def get_card(
+    request: Request, session: DbSession, principal: StaffOrBank, card_id: CardId, unmasked: bool = False,
+) -> Any:
+    """Masked by default; `?unmasked=true` shows the card number, id number and name to staff operators (audited)."""
+    if unmasked and not principal.has_role("operator"):
+        raise StaffRoleRequired(params={"roles": ["operator"]})
+    return await service.card_for_staff(
+        session=session, actor=principal, card_id=card_id, unmasked=unmasked, clock=_clock(request)
+    )
+
+
+@router.post(
+    "/cards/{card_id}/cancellation", response_model=CardOut, summary="Cancel a card (staff operator, 注销)",
+    responses={**REFUSALS, 404: {"description": "card_not_found"}, 409: {"description": "card_state_conflict"}},
+)
+async def cancel(request: Request, session: DbSession, principal: StaffOperator, card_id: CardId, body: CancellationIn) -> Any:
+    """Ends a live card (death, emigration, a duplicate record); audited with the reason."""
+    return await run_idempotent(
+        session, request, scope=principal.actor_id, status_code=200,
+        action=lambda: service.cancel_card(
+            session=session, actor=principal, card_id=card_id, reason=body.reason, clock=_clock(request)
+        ),
+    )
 
 
 @router.post(
@@ -240,7 +271,7 @@ async def verify(request: Request, session: DbSession, principal: Hospital, body
 
 @router.get("/rules", response_model=CardRulePage, summary="Regional card rules (staff)", responses=REFUSALS)
 async def list_rules(
-    session: DbSession, principal: StaffAny, region_code: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
+    session: DbSession, principal: StaffOperator, region_code: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
     limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
 ) -> CardRulePage:
     """Initial PIN rule, tries before lock and temporary-loss days per region and period."""

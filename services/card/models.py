@@ -89,7 +89,6 @@ class Card(Base):
     status: Mapped[str] = mapped_column(String(20), nullable=False)
     card_no: Mapped[str | None] = mapped_column(EncryptedString)
     card_no_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
-    card_no_last2: Mapped[str | None] = mapped_column(String(2))
     bank: Mapped[str | None] = mapped_column(String(60))
     issued_by: Mapped[str | None] = mapped_column(String(200))
     replaces_card_id: Mapped[str | None] = mapped_column(ForeignKey("cards.id"))

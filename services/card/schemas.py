@@ -86,6 +86,10 @@ class LossReportIn(_In):
     name: HolderName | None = None
 
 
+class CancellationIn(_In):
+    reason: Annotated[str, BeforeValidator(_strip), Field(min_length=1, max_length=500)]
+
+
 class VerificationIn(_In):
     payload: Annotated[str, Field(min_length=1, max_length=4096)]
 
@@ -147,6 +151,14 @@ class CardOut(BaseModel):
     replaced_by_card_id: str | None
     loss_report: LossReportSummary | None = None
     ecard: ECardOut | None = None
+
+
+class CardStaffView(CardOut):
+    """The card unmasked, for a staff operator (every such read is audited)."""
+
+    card_no: str | None
+    id_number: str
+    holder_name: str
 
 
 class LossReportOut(BaseModel):

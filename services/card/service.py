@@ -34,9 +34,11 @@ from services.card.models import Card, ECard, Enrolment, LossReport, Person
 from services.card.pins import WEAK_MESSAGES, PinHasher, initial_pin, weak_reason
 from services.card.rules import rule_for
 from services.card.schemas import (
+    LIVE_STATUSES,
     ActivationIn,
     CardOut,
     CardPage,
+    CardStaffView,
     CardStatus,
     ECardOut,
     IssuanceIn,
@@ -248,6 +250,44 @@ async def list_cards(
     return CardPage(items=items, next_cursor=next_cursor)
 
 
+async def card_for_staff(*, session: AsyncSession, actor: Principal, card_id: str, unmasked: bool, clock: Clock) -> CardOut:
+    """One card for staff or a bank; unmasked only for staff operators, and audited."""
+    card = await session.get(Card, card_id)
+    if card is None:
+        raise CardNotFound()
+    await refresh_loss(session=session, card=card, clock=clock)
+    view = await card_view(session=session, card=card)
+    if not unmasked:
+        return view
+    record_audit(
+        session, actor=actor, action="card.read_unmasked", target_type="card", target_id=card.id, at=clock.now(),
+    )
+    return CardStaffView(**view.model_dump(), card_no=card.card_no, id_number=card.id_number, holder_name=card.holder_name)
+
+
+async def cancel_card(*, session: AsyncSession, actor: Principal, card_id: str, reason: str, clock: Clock) -> CardOut:
+    """注销: staff cancel a live card (death, emigration, a duplicate); the holder may then apply again."""
+    card = (await session.execute(select(Card).where(Card.id == card_id).with_for_update())).scalar_one_or_none()
+    if card is None:
+        raise CardNotFound()
+    await refresh_loss(session=session, card=card, clock=clock)
+    if card.status not in LIVE_STATUSES:
+        raise state_conflict(card, allowed=LIVE_STATUSES)
+    report = await open_loss_report(session=session, card=card)
+    if report is not None:
+        report.lifted_at = clock.now()
+        report.lifted_how = "cancelled"
+    card.status = CardStatus.cancelled
+    card.live_key = None
+    card.loss_lifts_on = None
+    card.ended_at = clock.now()
+    record_audit(
+        session, actor=actor, action="card.cancelled", target_type="card", target_id=card.id, at=clock.now(),
+        reason=reason,
+    )
+    return card_out(card)
+
+
 # ---- issuance --------------------------------------------------------------------------
 
 
@@ -263,7 +303,6 @@ async def issue_card(
     rule = await rule_for(session=session, region_code=card.region_code, on=clock.today())
     card.card_no = data.card_no
     card.card_no_hash = id_hash(data.card_no)
-    card.card_no_last2 = data.card_no[-2:]
     card.bank = data.bank
     card.issued_by = actor.actor_id
     card.issued_at = clock.now()

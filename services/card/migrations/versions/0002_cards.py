@@ -81,7 +81,6 @@ def upgrade() -> None:
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("card_no", sa.String(255)),
         sa.Column("card_no_hash", sa.String(64)),
-        sa.Column("card_no_last2", sa.String(2)),
         sa.Column("bank", sa.String(60)),
         sa.Column("issued_by", sa.String(200)),
         sa.Column("replaces_card_id", sa.String(36), sa.ForeignKey("cards.id", name="fk_cards_replaces")),
