@@ -25,6 +25,7 @@ from services.registration.schemas import (
     EnrolmentOut,
     PensionAwardIn,
     PensionAwardOut,
+    PersonLookupIn,
     PersonProfile,
     RegionalRuleIn,
     RegionalRuleOut,
@@ -174,6 +175,16 @@ async def get_person(
     return await service.staff_person_view(
         session=session, clock=_clock(request), principal=principal, person_id=person_id, unmasked=unmasked,
         reason=reason,
+    )
+
+
+@router.post("/persons/lookup", response_model=StaffPersonView, summary="Find a person by id number (staff)",
+             responses={404: {"description": "person_not_found"}})
+async def lookup_person(body: PersonLookupIn, request: Request, session: DbSession, principal: Staff) -> Any:
+    """The id number travels in the body, never in the URL; the answer is masked."""
+    return await run_idempotent(
+        session, request, scope=principal.actor_id, status_code=200,
+        action=lambda: service.staff_lookup(session=session, id_number=body.id_number),
     )
 
 

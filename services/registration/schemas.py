@@ -156,6 +156,12 @@ class StaffPersonView(PersonProfile):
     id_number: str | None = Field(default=None, description="only when read unmasked (audited)")
 
 
+class PersonLookupIn(_In):
+    """Find a person by id number (in the body, so the number never lands in a URL or an access log)."""
+
+    id_number: IdNumber
+
+
 class PensionScheme(StrEnum):
     employee = "employee"
     resident = "resident"

@@ -532,6 +532,14 @@ async def my_profile(*, session: AsyncSession, principal: Principal) -> PersonPr
     )
 
 
+async def staff_lookup(*, session: AsyncSession, id_number: str) -> StaffPersonView:
+    """A person found by id number, masked (staff at a window or on the 12333 line)."""
+    person = await person_by_id_number(session=session, id_number=id_number)
+    if person is None:
+        raise PersonNotFound()
+    return await _staff_view(session, person, id_number=None)
+
+
 async def staff_person_view(
     *, session: AsyncSession, clock: Clock, principal: Principal, person_id: str, unmasked: bool, reason: str | None,
 ) -> StaffPersonView:
@@ -539,14 +547,18 @@ async def staff_person_view(
     if unmasked and not principal.has_role("operator"):
         raise StaffRoleRequired(params={"roles": ["operator"]})
     person = await person_by_public_id(session=session, person_id=person_id)
-    enrolments, history = await _profile_parts(session, person)
     if unmasked:
         record_audit(session, actor=principal, action="person.read_unmasked", target_type="person",
                      target_id=person.id, at=clock.now(), reason=reason)
+    return await _staff_view(session, person, id_number=person.id_number if unmasked else None)
+
+
+async def _staff_view(session: AsyncSession, person: Person, *, id_number: str | None) -> StaffPersonView:
+    enrolments, history = await _profile_parts(session, person)
     return StaffPersonView(
         person_id=person.id, registered=True, id_number_masked=person.id_masked, name=person.name,
         birth_date=person.birth_date, sex=person.sex, pensioner=person.pensioner_from is not None,
         pensioner_from=person.pensioner_from, enrolments=enrolments, history=history,
-        id_number=person.id_number if unmasked else None,
+        id_number=id_number,
     )
 

@@ -170,3 +170,20 @@ class TestRegionalRules:
         # Not in force before its date.
         r = await reg.client.get(f"{BASE}/regional-rules/110000")
         assert r.json()["effective_from"] == "2020-01-01"
+
+
+class TestLookup:
+    async def test_staff_find_a_person_by_id_number(self, reg: Reg) -> None:
+        out = await reg.enrol_self()
+        url = f"{BASE}/persons/lookup"
+        problem(await reg.client.post(url, json={"id_number": ID_1}), 401, "principal_required")
+        problem(await reg.client.post(url, json={"id_number": ID_1}, headers=reg.h(citizen(ID_1))),
+                403, "principal_kind_not_allowed")
+        bad = ID_1[:-1] + ("0" if ID_1[-1] != "0" else "1")
+        problem(await reg.client.post(url, json={"id_number": bad}, headers=reg.h(STAFF_REVIEWER)),
+                422, "id_number_invalid")
+        problem(await reg.client.post(url, json={"id_number": ID_2}, headers=reg.h(STAFF_REVIEWER)),
+                404, "person_not_found")
+        r = await reg.client.post(url, json={"id_number": ID_1}, headers=reg.h(STAFF_REVIEWER))
+        assert r.status_code == 200 and r.json()["person_id"] == out["person_id"]
+        assert r.json()["id_number"] is None and ID_1 not in r.text
