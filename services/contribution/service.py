@@ -381,13 +381,20 @@ async def expire_due_declarations(*, session: AsyncSession, now: datetime, limit
     )
     if not ids:
         return 0
-    await session.execute(
-        update(Declaration)
-        .where(Declaration.id.in_(ids), Declaration.status.in_(LIVE))
-        .values(status=DeclarationStatus.expired, closed_at=now)
+    # Only the rows this statement moved free their months: one paid meanwhile keeps them.
+    expired = list(
+        (
+            await session.execute(
+                update(Declaration)
+                .where(Declaration.id.in_(ids), Declaration.status.in_(LIVE))
+                .values(status=DeclarationStatus.expired, closed_at=now)
+                .returning(Declaration.id)
+            )
+        ).scalars().all()
     )
-    await session.execute(delete(DeclaredMonth).where(DeclaredMonth.declaration_id.in_(ids)))
-    return len(ids)
+    if expired:
+        await session.execute(delete(DeclaredMonth).where(DeclaredMonth.declaration_id.in_(expired)))
+    return len(expired)
 
 
 # ---- paying (called by the payment channels) ---------------------------------------------

@@ -158,6 +158,16 @@ class TestExpiry:
         assert r.json()["status"] == "expired"
         assert await rows(svc, select(DeclaredMonth)) == []
 
+    async def test_a_paid_declaration_never_expires(self, svc: Any) -> None:
+        await enrol_self(svc, ALICE)
+        decl = (await declare(svc)).json()
+        await svc.client.post(f"{D}/{decl['id']}/confirm", headers=svc.headers(citizen(ALICE)))
+        await pay(svc, decl["id"])
+        svc.clock.advance(days=30)
+        async with svc.db.sessionmaker() as s, s.begin():
+            assert await expire_due_declarations(session=s, now=svc.clock.now()) == 0
+        assert len(await rows(svc, select(DeclaredMonth))) == 6
+
     async def test_ttl_is_configurable(self, make_service: Any) -> None:
         from services.common.clock import FrozenClock
         from tests.contribution.conftest import NOW
