@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from datetime import date
 
 import httpx
 from sqlalchemy import select
 
+from services.common.pii import id_hash
+from services.contribution.models import AgencyAuthorization
 from services.contribution.payments.models import Payment
 from tests.conftest import KEYS
 from tests.helpers import agency, citizen, employer, make_credit_code, staff
@@ -132,6 +136,17 @@ class TestOpenAlipay:
         # An agency without an authorization in force does not see the person's declaration.
         mine = await world.declaration(months=("2025-11",))
         assert (await world.open(mine, prn=agency())).status_code == 404
+
+    async def test_authorized_agency_pays_for_the_person(self, world: PayWorld) -> None:
+        decl = await world.declaration(source="agency", agency_credit_code=agency()["credit_code"])
+        assert (await world.open(decl, prn=agency())).status_code == 404
+        async with world.svc.db.sessionmaker() as s, s.begin():
+            s.add(AgencyAuthorization(id=str(uuid.uuid4()), person_key=id_hash(ALICE), agency_credit_code=agency()["credit_code"],
+                                      valid_until=date(2026, 12, 31), created_at=world.svc.clock.now()))
+        r = await world.open(decl, prn=agency())
+        assert r.status_code == 201, r.text
+        [row] = await payments_of(world, decl)
+        assert row.opened_by == f"agency:{agency()['credit_code']}" and row.holder_name is None
 
 
 class TestOpenWechat:
