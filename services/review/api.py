@@ -191,6 +191,11 @@ async def roster(
     emp = await decl.get_employer(session=session, credit_code=credit_code)
     if format == "csv":
         body = await decl.roster_csv(session=session, credit_code=emp.credit_code, year=year)
+        # The export holds full id numbers: who took it, and when, stays on record.
+        record_audit(
+            session, actor=principal, action="roster.export_csv", target_type="employer", target_id=emp.credit_code,
+            at=request.app.state.clock.now(), details={"year": year},
+        )
         return Response(
             body, media_type="text/csv; charset=utf-8",
             headers={

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, FilePath
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
@@ -17,4 +17,5 @@ class Settings(ServiceSettings):
     registration_url: str | None = None  # REVIEW_REGISTRATION_URL: registration's event feed
     contribution_url: str | None = None  # REVIEW_CONTRIBUTION_URL: contribution's event feed (bands)
     sweep_interval_seconds: float = Field(default=3600.0, gt=0)  # certification date sweep period
-    receipt_font_file: Path = DEFAULT_RECEIPT_FONT  # a TrueType font with the CJK glyphs for receipts
+    # A TrueType (glyf) font with the CJK glyphs for receipts; must exist at start.
+    receipt_font_file: FilePath = DEFAULT_RECEIPT_FONT

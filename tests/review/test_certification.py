@@ -313,3 +313,22 @@ class TestSweep:
         r = await svc.client.post("/review/v1/sweeps", headers=svc.headers(staff()))
         assert (r.json()["examined"], r.json()["suspended"]) == (12, 6)
         assert len(await outbox(svc, PENSION_SUSPENDED)) == 6
+
+
+class TestScheduledSweep:
+    async def test_the_background_job_sweeps_with_the_app_clock(self, svc, feed):
+        import asyncio
+
+        from services.review.app import sweep_job
+
+        await feed.award(idn(1), from_date=date(2024, 12, 1))
+        stop = asyncio.Event()
+        task = asyncio.create_task(sweep_job(svc.app, stop))
+        for _ in range(200):
+            if await outbox(svc, PENSION_SUSPENDED):
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+        [ev] = await outbox(svc, PENSION_SUSPENDED)
+        assert ev.data["reason"] == "overdue_certification"

@@ -75,6 +75,8 @@ class TestRoster:
         rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
         assert rows[0][0].startswith("身份证号码")
         assert [(x[0], x[1]) for x in rows[1:]] == [(A, "张三"), (B, "李四"), (C, "王五")]
+        [a] = await audits(svc, "roster.export_csv")
+        assert (a.actor, a.target_id, a.details) == (f"employer:{CC}", CC, {"year": 2025})
 
 
 class TestPutLines:
