@@ -14,7 +14,7 @@ from services.common.idempotency import run_idempotent
 from services.common.identifiers import CreditCode, RegionCode
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from services.common.principal import Principal, require
-from services.registration import employers, rules, service
+from services.registration import employers, persons, rules, self_enrolment
 from services.registration.errors import RegionalRuleNotFound
 from services.registration.schemas import (
     EmployeeIn,
@@ -138,7 +138,7 @@ async def enrol_self(body: SelfEnrolmentIn, request: Request, session: DbSession
     """The id number and name are the token's; a body carrying them is refused (422)."""
     return await run_idempotent(
         session, request, scope=principal.actor_id, status_code=201,
-        action=lambda: service.enrol_self(session=session, clock=_clock(request), principal=principal, body=body),
+        action=lambda: self_enrolment.enrol_self(session=session, clock=_clock(request), principal=principal, body=body),
     )
 
 
@@ -148,7 +148,7 @@ async def end_self_enrolment(
 ) -> Any:
     return await run_idempotent(
         session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: service.end_self_enrolment(
+        action=lambda: self_enrolment.end_self_enrolment(
             session=session, clock=_clock(request), principal=principal, enrolment_id=enrolment_id, body=body,
         ),
     )
@@ -156,7 +156,7 @@ async def end_self_enrolment(
 
 @router.get("/me", response_model=PersonProfile, summary="My insured profile")
 async def me(session: DbSession, principal: CitizenL1) -> PersonProfile:
-    return await service.my_profile(session=session, principal=principal)
+    return await persons.my_profile(session=session, principal=principal)
 
 
 # ---- persons (staff) -------------------------------------------------------------------------
@@ -172,7 +172,7 @@ async def get_person(
     unmasked: Annotated[bool, Query(description="show the full id number (operator or admin; audited)")] = False,
     reason: Annotated[str | None, Query(max_length=200, description="why the full id number is read")] = None,
 ) -> StaffPersonView:
-    return await service.staff_person_view(
+    return await persons.staff_person_view(
         session=session, clock=_clock(request), principal=principal, person_id=person_id, unmasked=unmasked,
         reason=reason,
     )
@@ -184,7 +184,7 @@ async def lookup_person(body: PersonLookupIn, request: Request, session: DbSessi
     """The id number travels in the body, never in the URL; the answer is masked."""
     return await run_idempotent(
         session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: service.staff_lookup(session=session, id_number=body.id_number),
+        action=lambda: persons.staff_lookup(session=session, id_number=body.id_number),
     )
 
 
@@ -197,7 +197,7 @@ async def award_pension(
 ) -> Any:
     return await run_idempotent(
         session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: service.award_pension(
+        action=lambda: persons.award_pension(
             session=session, clock=_clock(request), principal=principal, person_id=person_id, body=body,
         ),
     )

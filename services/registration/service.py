@@ -1,70 +1,47 @@
-"""Persons and enrolments: the rules shared by every way of enrolling, self-enrolment,
-ending it, the pension award and the person's profile."""
+"""Persons and enrolments: the rules shared by every way of enrolling (identity, the
+one-open-enrolment rule, opening and ending with their events and history)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.audit import record_audit
-from services.common.clock import Clock
 from services.common.enums import Category, Insurance
 from services.common.events import Outbox
 from services.common.identifiers import (
     id_number_info,
     month_from_index,
     month_index,
-    month_of,
     normalize_id_number,
 )
 from services.common.pii import cipher, id_hash, mask_id_number
-from services.common.principal import Principal, StaffRoleRequired
+from services.common.principal import Principal
 from services.registration import events as ev
 from services.registration.errors import (
     EmployeeAlreadyEnrolled,
-    EndMonthOutOfRange,
-    EnrolmentAlreadyEnded,
     EnrolmentConflict,
-    EnrolmentNotFound,
-    EnrolmentNotSelf,
-    HouseholdRegionRequired,
     InsuranceNotAllowed,
     NameMismatch,
-    PensionFromDateInvalid,
-    PensionRegionUnknown,
-    PersonIsPensioner,
     PersonNotFound,
     RealnameIdentityInvalid,
-    StartMonthOutOfRange,
-    StartMonthOverlaps,
 )
 from services.registration.models import (
     ChangeKind,
-    Employer,
     EndReason,
     Enrolment,
     EnrolmentStatus,
     Person,
     PersonChange,
 )
-from services.registration.rules import check_household
 from services.registration.schemas import (
     EmployerBrief,
-    EndEnrolmentIn,
     EnrolmentOut,
     EnrolmentRef,
-    HistoryEntry,
-    PensionAwardIn,
-    PensionAwardOut,
-    PensionScheme,
-    PersonProfile,
-    SelfEnrolmentIn,
-    StaffPersonView,
 )
 
 OUTBOX = Outbox("registration")
@@ -77,7 +54,6 @@ ALLOWED_TYPES: dict[Category, frozenset[Insurance]] = {
 }
 # A person holds at most one open enrolment per scheme (one pension, one basic medical).
 EXCLUSIVE_TYPES = (Insurance.pension, Insurance.medical)
-HISTORY_LIMIT = 200
 
 
 def new_id() -> str:
@@ -337,228 +313,3 @@ async def earliest_free_month(*, session: AsyncSession, person_id: str, types: S
         if last is None or row.end_month > last:
             last = row.end_month
     return next_month(last) if last else None
-
-
-# ---- self-enrolment ---------------------------------------------------------------------
-
-
-async def enrol_self(*, session: AsyncSession, clock: Clock, principal: Principal, body: SelfEnrolmentIn) -> EnrolmentOut:
-    """自主参保: a citizen enrols as flexible or resident; identity from the token only."""
-    id_number = citizen_id_number(principal)
-    category = Category(body.category)
-    types = check_insurance_types(category, body.insurance_types)
-    today, current = clock.today(), clock.current_month()
-    if category == Category.flexible and body.household_region_code is None:
-        raise HouseholdRegionRequired(
-            errors=[{"field": "household_region_code", "code": "missing", "message_zh": "必填", "message_en": "required"}],
-        )
-    earliest_this_year = f"{today.year:04d}-01"
-    if not (earliest_this_year <= body.start_month <= current):
-        raise StartMonthOutOfRange(params={"earliest_start_month": earliest_this_year, "latest_start_month": current})
-    now = clock.now()
-    person = await get_or_create_person(
-        session=session, id_number=id_number, name=citizen_name(principal), now=now, name_verified=True,
-    )
-    if person.pensioner_from is not None:
-        raise PersonIsPensioner(params={"pensioner_from": person.pensioner_from.isoformat()})
-    for other in await open_enrolments(session=session, person_id=person.id):
-        if shares_scheme(other.insurance_types, types):
-            raise conflict(other)
-    free_from = await earliest_free_month(session=session, person_id=person.id, types=types)
-    if free_from and body.start_month < free_from:
-        raise StartMonthOverlaps(
-            detail_zh=f"起始月份最早为 {free_from}", detail_en=f"The earliest start month is {free_from}",
-            params={"earliest_start_month": free_from},
-        )
-    if category == Category.flexible:
-        assert body.household_region_code is not None
-        await check_household(
-            session=session, region_code=body.region_code, household_region_code=body.household_region_code, on=today,
-        )
-    enrolment = Enrolment(
-        id=new_id(), person_id=person.id, category=str(category), status=EnrolmentStatus.active,
-        region_code=body.region_code, household_region_code=body.household_region_code, insurance_types=types,
-        start_month=body.start_month, registered_on=today, created_at=now, created_by=principal.actor_id,
-        late=False, late_days=0,
-    )
-    await insert_enrolment(session=session, enrolment=enrolment)
-    emit_enrolled(session, person=person, enrolment=enrolment, now=now)
-    return enrolment_out(enrolment)
-
-
-async def end_self_enrolment(
-    *, session: AsyncSession, clock: Clock, principal: Principal, enrolment_id: str, body: EndEnrolmentIn,
-) -> EnrolmentOut:
-    """停保: the citizen stops a flexible or resident enrolment after `end_month`."""
-    person = await person_by_id_number(session=session, id_number=citizen_id_number(principal))
-    enrolment = None
-    if person is not None:
-        enrolment = (
-            await session.execute(
-                select(Enrolment).where(Enrolment.id == enrolment_id, Enrolment.person_id == person.id).with_for_update()
-            )
-        ).scalar_one_or_none()
-    if person is None or enrolment is None:
-        raise EnrolmentNotFound()
-    if enrolment.category == Category.employee:
-        raise EnrolmentNotSelf()
-    if enrolment.status != EnrolmentStatus.active:
-        raise EnrolmentAlreadyEnded(params={"end_month": enrolment.end_month})
-    current = clock.current_month()
-    # Months before last month may already be paid: they can no longer be given up.
-    earliest = max(previous_month(enrolment.start_month), previous_month(current))
-    if not (earliest <= body.end_month <= current):
-        raise EndMonthOutOfRange(
-            detail_zh=f"终止月份应在 {earliest} 至 {current} 之间",
-            detail_en=f"The end month must be between {earliest} and {current}",
-            params={"earliest_end_month": earliest, "latest_end_month": current},
-        )
-    end_enrolment(session, person=person, enrolment=enrolment, end_month=body.end_month, reason=EndReason.self,
-                  now=clock.now())
-    return enrolment_out(enrolment)
-
-
-# ---- pension award ---------------------------------------------------------------------------
-
-
-async def award_pension(
-    *, session: AsyncSession, clock: Clock, principal: Principal, person_id: str, body: PensionAwardIn,
-) -> PensionAwardOut:
-    """待遇核定: the person becomes a pensioner from `from_date`; every open enrolment ends (audited)."""
-    person = await person_by_public_id(session=session, person_id=person_id, lock=True)
-    if person.pensioner_from is not None:
-        raise PersonIsPensioner(params={"pensioner_from": person.pensioner_from.isoformat()})
-    today = clock.today()
-    if body.from_date <= person.birth_date or body.from_date > today + timedelta(days=90):
-        raise PensionFromDateInvalid(
-            detail_zh="养老金起始日期须晚于出生日期，且最多提前90天",
-            detail_en="The from-date must be after the birth date and at most 90 days ahead",
-            params={"latest_from_date": (today + timedelta(days=90)).isoformat()},
-        )
-    history = (
-        await session.execute(select(Enrolment).where(Enrolment.person_id == person.id).order_by(Enrolment.seq.desc()))
-    ).scalars().all()
-    last = next((e for e in history if Insurance.pension in e.insurance_types), None)
-    region_code = body.region_code or (last.region_code if last else None)
-    if region_code is None:
-        raise PensionRegionUnknown(
-            errors=[{"field": "region_code", "code": "missing", "message_zh": "必填", "message_en": "required"}],
-        )
-    if body.scheme is not None:
-        scheme = body.scheme
-    else:
-        scheme = PensionScheme.resident if last and last.category == Category.resident else PensionScheme.employee
-    now = clock.now()
-    # Contributions stop with the month before the pension starts.
-    end_month = previous_month(month_of(body.from_date))
-    ended = await open_enrolments(session=session, person_id=person.id, lock=True)
-    for enrolment in ended:
-        end_enrolment(session, person=person, enrolment=enrolment, end_month=end_month,
-                      reason=EndReason.pension_award, now=now)
-    person.pensioner_from = body.from_date
-    person.pension_region_code = region_code
-    person.pension_scheme = str(scheme)
-    person.updated_at = now
-    data = ev.PensionAwarded(
-        **dict(person_ref(person)), from_date=body.from_date, region_code=region_code, scheme=Category(str(scheme)),
-        ended_enrolment_ids=[e.id for e in ended],
-    )
-    OUTBOX.emit(session, type=ev.PENSION_AWARDED, subject=person.id, data=data, time=now)
-    add_change(session, person_id=person.id, at=now, change=ChangeKind.pension_awarded, region_code=region_code,
-               on_date=body.from_date, reason=body.reason)
-    record_audit(
-        session, actor=principal, action="person.pension_award", target_type="person", target_id=person.id, at=now,
-        reason=body.reason,
-        details={"from_date": body.from_date.isoformat(), "region_code": region_code, "scheme": str(scheme),
-                 "ended_enrolment_ids": [e.id for e in ended]},
-    )
-    await session.flush()
-    employer_names = await _employer_names(session, ended)
-    return PensionAwardOut(
-        id=person.id, person_id=person.id, pensioner=True, pensioner_from=body.from_date, region_code=region_code,
-        scheme=scheme, ended_enrolments=[enrolment_out(e, employer_names.get(e.employer_credit_code or "")) for e in ended],
-    )
-
-
-# ---- profiles ------------------------------------------------------------------------------
-
-
-async def _employer_names(session: AsyncSession, enrolments: Sequence[Enrolment]) -> dict[str, str]:
-    codes = {e.employer_credit_code for e in enrolments if e.employer_credit_code}
-    if not codes:
-        return {}
-    rows = (await session.execute(select(Employer.credit_code, Employer.name).where(Employer.credit_code.in_(codes)))).all()
-    return {code: name for code, name in rows}
-
-
-async def _profile_parts(session: AsyncSession, person: Person) -> tuple[list[EnrolmentOut], list[HistoryEntry]]:
-    enrolments = (
-        await session.execute(select(Enrolment).where(Enrolment.person_id == person.id).order_by(Enrolment.seq))
-    ).scalars().all()
-    names = await _employer_names(session, enrolments)
-    changes = (
-        await session.execute(
-            select(PersonChange).where(PersonChange.person_id == person.id)
-            .order_by(PersonChange.seq.desc()).limit(HISTORY_LIMIT)
-        )
-    ).scalars().all()
-    history = [
-        HistoryEntry(
-            at=c.at, change=ChangeKind(c.change), enrolment_id=c.enrolment_id,
-            category=Category(c.category) if c.category else None, region_code=c.region_code,
-            employer_credit_code=c.employer_credit_code, month=c.month, on_date=c.on_date, reason=c.reason,
-        )
-        for c in reversed(changes)
-    ]
-    return [enrolment_out(e, names.get(e.employer_credit_code or "")) for e in enrolments], history
-
-
-async def my_profile(*, session: AsyncSession, principal: Principal) -> PersonProfile:
-    """The caller's insured profile; an unregistered citizen sees what the id says and no enrolments."""
-    id_number = citizen_id_number(principal)
-    person = await person_by_id_number(session=session, id_number=id_number)
-    if person is None:
-        info = id_number_info(id_number)
-        return PersonProfile(
-            person_id=None, registered=False, id_number_masked=mask_id_number(id_number) or "",
-            name=principal.name or "", birth_date=info.birth_date, sex=info.sex, pensioner=False,
-            enrolments=[], history=[],
-        )
-    enrolments, history = await _profile_parts(session, person)
-    return PersonProfile(
-        person_id=person.id, registered=True, id_number_masked=person.id_masked, name=person.name,
-        birth_date=person.birth_date, sex=person.sex, pensioner=person.pensioner_from is not None,
-        pensioner_from=person.pensioner_from, enrolments=enrolments, history=history,
-    )
-
-
-async def staff_lookup(*, session: AsyncSession, id_number: str) -> StaffPersonView:
-    """A person found by id number, masked (staff at a window or on the 12333 line)."""
-    person = await person_by_id_number(session=session, id_number=id_number)
-    if person is None:
-        raise PersonNotFound()
-    return await _staff_view(session, person, id_number=None)
-
-
-async def staff_person_view(
-    *, session: AsyncSession, clock: Clock, principal: Principal, person_id: str, unmasked: bool, reason: str | None,
-) -> StaffPersonView:
-    """A person as staff see it; the full id number only for operators (and admins), audited."""
-    if unmasked and not principal.has_role("operator"):
-        raise StaffRoleRequired(params={"roles": ["operator"]})
-    person = await person_by_public_id(session=session, person_id=person_id)
-    if unmasked:
-        record_audit(session, actor=principal, action="person.read_unmasked", target_type="person",
-                     target_id=person.id, at=clock.now(), reason=reason)
-    return await _staff_view(session, person, id_number=person.id_number if unmasked else None)
-
-
-async def _staff_view(session: AsyncSession, person: Person, *, id_number: str | None) -> StaffPersonView:
-    enrolments, history = await _profile_parts(session, person)
-    return StaffPersonView(
-        person_id=person.id, registered=True, id_number_masked=person.id_masked, name=person.name,
-        birth_date=person.birth_date, sex=person.sex, pensioner=person.pensioner_from is not None,
-        pensioner_from=person.pensioner_from, enrolments=enrolments, history=history,
-        id_number=id_number,
-    )
-
