@@ -173,7 +173,7 @@ class SandboxPayments:
         fields = {
             "notify_time": now,
             "notify_type": "trade_status_sync",
-            "notify_id": uuid.uuid4().hex,
+            "notify_id": trade.setdefault("notify_id", uuid.uuid4().hex),
             "app_id": trade["app_id"],
             "charset": "utf-8",
             "version": "1.0",

@@ -15,7 +15,7 @@ from services.contribution.payments.jobs import close_payments_once
 from services.contribution.payments.models import Certificate, Payment, PaymentNotification
 from services.contribution.payments.settings import SANDBOX_PLATFORM_KEY_ID, load_public_key
 from tests.conftest import KEYS
-from tests.helpers import citizen
+from tests.helpers import citizen, staff
 from tests.payments import independent as ind
 from tests.payments.conftest import ALICE, PayWorld
 
@@ -173,6 +173,12 @@ class TestAlipayNotify:
         st1, st2 = await state(world, p1["id"]), await state(world, p2["id"])
         assert st2["payment"] == "paid" and st1["payment"] == "refund_pending" and st1["flag"] == "paid_after_close"
         assert st1["paid_payment_id"] == p2["id"] and st1["records"] == 0 and st2["records"] == 6
+        assert "payment.refund_pending" in st1["alerts"]
+        # Staff find it among the flagged payments.
+        r = await world.client.get("/contribution/v1/payments", params={"status": "refund_pending"},
+                                   headers=world.headers(staff("operator")))
+        assert r.status_code == 200 and [x["id"] for x in r.json()["items"]] == [p1["id"]]
+        assert r.json()["items"][0]["flag"] == "paid_after_close" and r.json()["items"][0]["paid_amount_fen"] == 630000
 
 
 # ---- WeChat Pay ----------------------------------------------------------------------------
@@ -285,7 +291,37 @@ class TestThroughTheSandbox:
         assert st["payment"] == "paid" and st["declaration"] == "paid" and st["records"] == 6
 
 
+class TestStaffList:
+    async def test_refusals_and_pages(self, world: PayWorld) -> None:
+        assert (await world.client.get("/contribution/v1/payments")).status_code == 401
+        r = await world.client.get("/contribution/v1/payments", headers=world.headers(citizen(ALICE)))
+        assert r.status_code == 403 and r.json()["code"] == "principal_kind_not_allowed"
+        r = await world.client.get("/contribution/v1/payments", headers=world.headers(staff("reviewer")))
+        assert r.status_code == 403 and r.json()["code"] == "staff_role_required"
+        ids = []
+        for m in ("2025-10", "2025-11", "2025-12"):
+            ids.append((await open_alipay(world, months=(m,)))["id"])
+            world.svc.clock.advance(seconds=1)
+        h = world.headers(staff("operator"))
+        r = await world.client.get("/contribution/v1/payments", params={"limit": 2}, headers=h)
+        page1 = r.json()
+        assert [x["id"] for x in page1["items"]] == ids[:0:-1] and page1["next_cursor"]
+        r = await world.client.get("/contribution/v1/payments", params={"limit": 2, "cursor": page1["next_cursor"]}, headers=h)
+        assert [x["id"] for x in r.json()["items"]] == ids[:1] and r.json()["next_cursor"] is None
+        r = await world.client.get("/contribution/v1/payments", params={"cursor": "garbage!"}, headers=h)
+        assert r.status_code == 422
+        r = await world.client.get("/contribution/v1/payments", params={"status": "nope"}, headers=h)
+        assert r.status_code == 422
+
+
 class TestClosing:
+    async def test_an_open_payment_past_its_time_is_replaced_even_before_the_job_runs(self, world: PayWorld) -> None:
+        p = await open_alipay(world)
+        world.svc.clock.advance(minutes=31)
+        r = await world.open(p["declaration_id"], "alipay")
+        assert r.status_code == 201 and r.json()["id"] != p["id"]
+        assert (await state(world, p["id"]))["payment"] == "closed"
+
     async def test_unpaid_payment_closes_and_the_declaration_can_be_paid_again(self, world: PayWorld) -> None:
         p = await open_alipay(world)
         world.svc.clock.advance(minutes=29)

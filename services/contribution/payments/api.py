@@ -5,22 +5,25 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from services.common.db import DbSession
 from services.common.idempotency import run_idempotent
+from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from services.common.principal import Principal, require
 from services.contribution.payments import service
 from services.contribution.payments.certificate import CertificateData, CertificateLine, render_certificate
+from services.contribution.payments.models import PaymentStatus
 from services.contribution.payments.platforms import platforms_of
-from services.contribution.payments.schemas import CertificateCheck, PaymentIn, PaymentOut
+from services.contribution.payments.schemas import CertificateCheck, PaymentIn, PaymentOut, PaymentPage
 from services.contribution.payments.service import MAX_RAW
 
 router = APIRouter(prefix="/contribution/v1", tags=["payments"])
 
 Payer = Annotated[Principal, Depends(require("citizen", "employer", "agency", min_level=2))]
 Owner = Annotated[Principal, Depends(require("citizen", "employer", "agency"))]
+Operator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     400: {"description": "idempotency_key_required"},
     401: {"description": "principal_required"},
@@ -120,6 +123,20 @@ async def certificate_pdf(
         "Content-Disposition": f'attachment; filename="certificate-{cert.code}.pdf"',
         "Cache-Control": "private, no-store",
     })
+
+
+@router.get(
+    "/payments", response_model=PaymentPage,
+    responses={401: {"description": "principal_required"}, 403: {"description": "staff_role_required"}},
+    summary="Payments newest first, by status or flagged for staff (refunds to make, alerts)",
+)
+async def list_payments(
+    session: DbSession, _staff: Operator, status: PaymentStatus | None = None, flagged: bool = False,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> PaymentPage:
+    rows, nxt = await service.list_payments(session=session, status=status, flagged=flagged, limit=limit, cursor=cursor)
+    return PaymentPage(items=[service.staff_view(p) for p in rows], next_cursor=nxt)
 
 
 @router.get(

@@ -55,3 +55,27 @@ class CertificateCheck(BaseModel):
     channel: PaymentChannel
     paid_at: datetime
     revoked: bool = False
+
+
+class PaymentRecord(BaseModel):
+    """A payment as staff see it: status, why it is flagged, amounts, platform references."""
+
+    id: str
+    declaration_id: str
+    channel: PaymentChannel
+    status: PaymentStatus
+    flag: str | None = None
+    amount_fen: int
+    paid_amount_fen: int | None = None
+    out_trade_no: str
+    platform_trade_no: str | None = None
+    opened_at: datetime
+    closes_at: datetime
+    paid_at: datetime | None = None
+    closed_at: datetime | None = None
+    certificate_code: str | None = None
+
+
+class PaymentPage(BaseModel):
+    items: list[PaymentRecord]
+    next_cursor: str | None = None

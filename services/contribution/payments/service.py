@@ -18,13 +18,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.clock import SHANGHAI, aware
 from services.common.context import request_id_var
 from services.common.models import AuditEntry
+from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
 from services.common.pii import mask_id_number, mask_name
 from services.common.principal import Principal, PrincipalKind
 from services.contribution.errors import DeclarationAlreadyPaid, DeclarationNotFound, DeclarationStateConflict
@@ -48,7 +49,7 @@ from services.contribution.payments.models import (
 )
 from services.contribution.payments.money import AmountInvalid, yuan_to_fen
 from services.contribution.payments.platforms import PaymentPlatforms
-from services.contribution.payments.schemas import CertificateCheck, PaymentOut
+from services.contribution.payments.schemas import CertificateCheck, PaymentOut, PaymentRecord
 from services.contribution.schemas import PaymentSummary
 from services.contribution.service import (
     get_payable_declaration,
@@ -271,7 +272,8 @@ async def _apply(session: AsyncSession, payment: Payment, *, paid_at: datetime, 
             .values(status=PaymentStatus.refund_pending, flag=f"declaration:{exc.code}"[:40])
             .execution_options(synchronize_session=False)
         )
-        log.warning("payment %s taken but not creditable (%s): flagged for refund", payment.id, exc.code)
+        _alert(session, channel=payment.channel, payment=payment, now=now, reason="refund_pending",
+               details={"declaration_id": payment.declaration_id, "why": exc.code, "amount_fen": payment.amount_fen})
         return "refund_pending"
     code = new_certificate_code()
     session.add(Certificate(
@@ -324,7 +326,9 @@ async def credit_payment(
         update(Payment).where(Payment.id == payment_id).values(status=PaymentStatus.refund_pending)
         .execution_options(synchronize_session=False)
     )
-    log.warning("payment %s paid after close; declaration not waiting for it: flagged for refund", payment_id)
+    _alert(session, channel=payment.channel, payment=payment, now=now, reason="refund_pending",
+           details={"declaration_id": payment.declaration_id, "why": "paid_after_close",
+                    "declaration_status": decl.status if decl else None, "amount_fen": payment.amount_fen})
     return "refund_pending"
 
 
@@ -336,7 +340,7 @@ def _record(session: AsyncSession, *, channel: str, now: datetime, verified: boo
 
 
 def _alert(session: AsyncSession, *, channel: str, payment: Payment, now: datetime, reason: str, details: dict[str, Any]) -> None:
-    """A notification we refused to credit although it was genuinely signed: staff must look."""
+    """Money staff must look at (a genuinely signed notification refused, or money not creditable): logged, audited."""
     log.error("payment alert %s on %s payment %s: %s", reason, channel, payment.id, json.dumps(details, ensure_ascii=False))
     session.add(AuditEntry(
         at=now, actor=f"platform:{channel}", actor_kind="platform", action=f"payment.{reason}", target_type="payment",
@@ -480,6 +484,45 @@ async def close_expired_payments(*, session: AsyncSession, now: datetime) -> int
         .execution_options(synchronize_session=False)
     )
     return int(res.rowcount or 0)
+
+
+# ---- staff: payments to look at ------------------------------------------------------------------
+
+
+async def list_payments(
+    *, session: AsyncSession, status: PaymentStatus | None, flagged: bool, limit: int, cursor: str | None,
+) -> tuple[list[Payment], str | None]:
+    """Payments newest first (keyset pages), optionally by status or only those flagged for staff."""
+    stmt = select(Payment)
+    if status is not None:
+        stmt = stmt.where(Payment.status == status)
+    if flagged:
+        stmt = stmt.where(Payment.flag.is_not(None))
+    key = decode_cursor(cursor)
+    if key is not None:
+        try:
+            at, last_id = datetime.fromisoformat(str(key[0])), str(key[1])
+        except (ValueError, IndexError):
+            raise CursorInvalid() from None
+        stmt = stmt.where(or_(Payment.opened_at < at, and_(Payment.opened_at == at, Payment.id < last_id)))
+    rows = list((await session.execute(
+        stmt.order_by(Payment.opened_at.desc(), Payment.id.desc()).limit(limit + 1))).scalars().all())
+    nxt = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        nxt = encode_cursor([aware(rows[-1].opened_at).isoformat(), rows[-1].id])
+    return rows, nxt
+
+
+def staff_view(p: Payment) -> PaymentRecord:
+    """A payment as staff see it (no personal data)."""
+    return PaymentRecord(
+        id=p.id, declaration_id=p.declaration_id, channel=PaymentChannel(p.channel), status=PaymentStatus(p.status),
+        flag=p.flag, amount_fen=p.amount_fen, paid_amount_fen=p.paid_amount_fen, out_trade_no=p.out_trade_no,
+        platform_trade_no=p.platform_trade_no, opened_at=aware(p.opened_at), closes_at=aware(p.closes_at),
+        paid_at=aware(p.paid_at) if p.paid_at else None, closed_at=aware(p.closed_at) if p.closed_at else None,
+        certificate_code=p.certificate_code,
+    )
 
 
 # ---- certificates -------------------------------------------------------------------------------
