@@ -68,6 +68,8 @@ def create_app(
     settings = settings or GatewaySettings()
     common = CommonSettings()
     configure_logging("gateway", common.log_level, common.log_json)
+    # One access line per request is enough: httpx would add another for every forward.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     clock = clock or Clock()
 
     def now() -> float:
@@ -93,6 +95,7 @@ def create_app(
         cache_seconds=settings.jwks_cache_seconds,
     )
     metrics = GatewayMetrics()
+    registry.on_load = lambda name: metrics.jwks_fetches.labels(name).inc()
     limits = RateLimits(settings.rate_limit_storage, settings.rate_limit_per_principal, settings.rate_limit_per_address)
     openapi = OpenApiSource(
         upstreams=upstreams, http=upstream_http, now=now, cache_seconds=settings.openapi_cache_seconds,

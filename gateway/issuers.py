@@ -154,7 +154,8 @@ class IssuerRegistry:
         self.now = now
         self.refresh_interval = refresh_interval
         self.cache_seconds = cache_seconds
-        self.fetches = 0  # JWKS documents fetched or read, for metrics and tests
+        self.fetches = 0  # JWKS documents fetched or read
+        self.on_load: Callable[[str], None] | None = None  # told the issuer's name after each successful load
 
     @classmethod
     def from_file(cls, path: Path, **kwargs: Any) -> IssuerRegistry:
@@ -212,6 +213,8 @@ class IssuerRegistry:
                 state.keys = await self._read(state)
                 state.loaded_at = now
                 state.generation += 1
+                if self.on_load is not None:
+                    self.on_load(state.config.name)
                 log.info("keys of issuer %s loaded (%s): %d", state.config.name, reason, len(state.keys))
             except Exception as exc:  # network, HTTP status, JSON: keep what we had
                 state.last_failure = now

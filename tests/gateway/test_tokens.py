@@ -258,6 +258,7 @@ class TestKeyRotation:
         r = await gw.client.get("/card/v1/me", headers=bearer(sign(claims, new_ec_pem(), "ES256", "made-up")))
         assert r.status_code == 401 and r.json()["code"] == "signing_key_unknown"
         assert jwks.fetches == 2
+        assert 'gateway_jwks_loads_total{issuer="sandbox-wechat"} 2.0' in gw.metrics_text()
 
     async def test_unknown_kid_refresh_is_throttled_per_issuer(self, make_gateway):
         pem = new_ec_pem()
