@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from services.card import ecard, rules, service
+from services.card import ecard, loss_service, pin_service, rules, service
 from services.card.ecard import QrSigner
 from services.card.errors import RecordedRefusal
 from services.card.pins import PinHasher
@@ -181,7 +181,7 @@ async def activate(request: Request, session: DbSession, principal: Activator, b
 async def change_pin(request: Request, session: DbSession, principal: CitizenL3Fresh, body: PinChangeIn) -> Any:
     """The old PIN must match; the new one is 6 digits and not weak. The try reaching the limit locks the PIN."""
     try:
-        return await service.change_pin(
+        return await pin_service.change_pin(
             session=session, principal=principal, data=body, hasher=_hasher(request), clock=_clock(request)
         )
     except RecordedRefusal as exc:
@@ -198,7 +198,7 @@ async def reset_pin(request: Request, session: DbSession, principal: PinResetter
     data = body or PinResetIn()
     return await run_idempotent(
         session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: service.reset_pin(
+        action=lambda: pin_service.reset_pin(
             session=session, actor=principal, card_id=card_id, data=data, hasher=_hasher(request), clock=_clock(request)
         ),
     )
@@ -213,7 +213,7 @@ async def report_loss(request: Request, session: DbSession, principal: LossRepor
     try:
         return await run_idempotent(
             session, request, scope=principal.actor_id, status_code=201,
-            action=lambda: service.report_loss(session=session, actor=principal, data=body, clock=_clock(request)),
+            action=lambda: loss_service.report_loss(session=session, actor=principal, data=body, clock=_clock(request)),
         )
     except RecordedRefusal as exc:
         return await _recorded(session, request, exc, scope=principal.actor_id)
@@ -225,7 +225,7 @@ async def report_loss(request: Request, session: DbSession, principal: LossRepor
 )
 async def lift_loss(request: Request, session: DbSession, principal: CitizenL3) -> Response:
     """Before its day, the holder (level 3) lifts a temporary loss report."""
-    await service.lift_loss(session=session, principal=principal, clock=_clock(request))
+    await loss_service.lift_loss(session=session, principal=principal, clock=_clock(request))
     return Response(status_code=204)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -18,20 +18,15 @@ from services.card.errors import (
     CardStateConflict,
     EnrolmentRequired,
     IdentityMismatch,
-    PinIncorrect,
-    PinLocked,
-    PinTooWeak,
 )
 from services.card.events import (
     CARD_ACTIVATED,
-    CARD_LOST,
     CARD_REPLACED,
     CardActivated,
-    CardLost,
     CardReplaced,
 )
 from services.card.models import Card, ECard, Enrolment, LossReport, Person
-from services.card.pins import WEAK_MESSAGES, PinHasher, initial_pin, weak_reason
+from services.card.pins import PinHasher, initial_pin
 from services.card.rules import rule_for
 from services.card.schemas import (
     LIVE_STATUSES,
@@ -43,15 +38,10 @@ from services.card.schemas import (
     ECardOut,
     IssuanceIn,
     LossKind,
-    LossReportIn,
-    LossReportOut,
     LossReportSummary,
-    PinChangeIn,
-    PinResetIn,
 )
 from services.common.audit import record_audit
 from services.common.clock import Clock, aware
-from services.common.errors import ValidationFailed
 from services.common.events import Outbox
 from services.common.models import IdempotencyKey
 from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
@@ -150,10 +140,11 @@ async def refresh_loss(*, session: AsyncSession, card: Card, clock: Clock) -> No
     if clock.today() < card.loss_lifts_on:
         return
     report = await open_loss_report(session=session, card=card)
-    _lift(card, report, how="expired", clock=clock)
+    lift(card, report, how="expired", clock=clock)
 
 
-def _lift(card: Card, report: LossReport | None, *, how: str, clock: Clock) -> None:
+def lift(card: Card, report: LossReport | None, *, how: str, clock: Clock) -> None:
+    """Back to active; the loss report is closed with how it was lifted."""
     card.status = CardStatus.active
     card.loss_lifts_on = None
     if report is not None:
@@ -326,7 +317,8 @@ async def issue_card(
 # ---- activation ------------------------------------------------------------------------
 
 
-def _same_text(a: str, b: str) -> bool:
+def same_text(a: str, b: str) -> bool:
+    """Constant-time comparison of two strings."""
     return hmac.compare_digest(a.encode(), b.encode())
 
 
@@ -341,9 +333,9 @@ async def activate_card(*, session: AsyncSession, actor: Principal, data: Activa
     at_window = actor.kind == PrincipalKind.channel and actor.channel_kind == ChannelKind.window
     if card.activation_locked and not at_window:
         raise ActivationLocked(params={"card_no_masked": card_no_masked(card)})
-    matches = _same_text(card.id_hash, id_hash(data.id_number)) and _same_text(card.holder_name, data.name)
+    matches = same_text(card.id_hash, id_hash(data.id_number)) and same_text(card.holder_name, data.name)
     if actor.kind == PrincipalKind.citizen:
-        matches = matches and _same_text(card.id_hash, id_hash(actor.id_number or ""))
+        matches = matches and same_text(card.id_hash, id_hash(actor.id_number or ""))
     if not matches:
         rule = await rule_for(session=session, region_code=card.region_code, on=clock.today())
         card.activation_mismatches += 1
@@ -393,162 +385,6 @@ async def activate_card(*, session: AsyncSession, actor: Principal, data: Activa
         details={"channel": channel, "branch_id": card.activation_branch},
     )
     return card_out(card)
-
-
-# ---- PIN -----------------------------------------------------------------------------------
-
-
-def _weak(pin: str, *, card: Card, old_pin: str | None = None) -> None:
-    reason = weak_reason(pin, id_number=card.id_number, old_pin=old_pin)
-    if reason is None:
-        return
-    zh, en = WEAK_MESSAGES[reason]
-    raise PinTooWeak(
-        detail_zh=zh, detail_en=en, params={"reason": reason},
-        errors=[{"field": "new_pin", "code": reason, "message_zh": zh, "message_en": en}],
-    )
-
-
-async def change_pin(
-    *, session: AsyncSession, principal: Principal, data: PinChangeIn, hasher: PinHasher, clock: Clock
-) -> CardOut:
-    """改密: the old PIN must match (wrong tries counted, the limit locks); the new one must not be weak."""
-    card = await my_card(session=session, principal=principal, clock=clock, lock=True)
-    if card.status != CardStatus.active or card.pin_hash is None:
-        raise state_conflict(card, allowed={CardStatus.active})
-    if card.pin_locked:
-        raise PinLocked()
-    if not hasher.verify(card.pin_hash, data.old_pin):
-        rule = await rule_for(session=session, region_code=card.region_code, on=clock.today())
-        card.pin_failed_tries += 1
-        left = max(rule.pin_max_tries - card.pin_failed_tries, 0)
-        if left == 0:
-            card.pin_locked = True
-            record_audit(
-                session, actor=principal, action="card.pin_locked", target_type="card", target_id=card.id,
-                at=clock.now(), reason="wrong PIN tries", details={"tries": card.pin_failed_tries},
-            )
-        await session.flush()
-        raise PinIncorrect(params={"tries_left": left, "pin_locked": card.pin_locked})
-    _weak(data.new_pin, card=card, old_pin=data.old_pin)
-    card.pin_hash = hasher.hash(data.new_pin)
-    card.initial_pin_unchanged = False
-    card.pin_failed_tries = 0
-    return await card_view(session=session, card=card, platform=principal.platform)
-
-
-async def reset_pin(
-    *, session: AsyncSession, actor: Principal, card_id: str, data: PinResetIn, hasher: PinHasher, clock: Clock
-) -> CardOut:
-    """重置密码: unlock the PIN and set a new one, or the region's initial PIN again."""
-    card = (await session.execute(select(Card).where(Card.id == card_id).with_for_update())).scalar_one_or_none()
-    if card is None:
-        raise CardNotFound()
-    if actor.kind == PrincipalKind.citizen and not _same_text(card.id_hash, id_hash(actor.id_number or "")):
-        raise CardNotFound()
-    await refresh_loss(session=session, card=card, clock=clock)
-    allowed = {CardStatus.issued, CardStatus.active}
-    if card.status not in allowed:
-        raise state_conflict(card, allowed=allowed)
-    if data.new_pin is not None:
-        _weak(data.new_pin, card=card)
-        card.pin_hash = hasher.hash(data.new_pin)
-        card.initial_pin_unchanged = False
-    else:
-        rule = await rule_for(session=session, region_code=card.region_code, on=clock.today())
-        card.pin_hash = hasher.hash(initial_pin(rule, id_number=card.id_number))
-        card.initial_pin_unchanged = True
-    card.pin_failed_tries = 0
-    card.pin_locked = False
-    record_audit(
-        session, actor=actor, action="card.pin_reset", target_type="card", target_id=card.id, at=clock.now(),
-        reason=data.reason, details={"to_initial": data.new_pin is None},
-    )
-    return card_out(card)
-
-
-# ---- loss reports --------------------------------------------------------------------------
-
-
-async def report_loss(*, session: AsyncSession, actor: Principal, data: LossReportIn, clock: Clock) -> LossReportOut:
-    """挂失: temporary (lifts by itself after the region's days) or formal (void, replacement opened)."""
-    if actor.kind == PrincipalKind.citizen:
-        holder_hash = id_hash(actor.id_number or "")
-    else:
-        missing = [f for f in ("id_number", "name") if getattr(data, f) is None]
-        if missing:
-            raise ValidationFailed(
-                detail_zh="电话挂失需提供持卡人身份证号码和姓名", detail_en="The hotline must name the holder",
-                errors=[{"field": f, "code": "missing", "message_zh": "必填字段缺失", "message_en": "Field required"} for f in missing],
-            )
-        holder_hash = id_hash(data.id_number or "")
-    card = await live_card(session=session, holder_hash=holder_hash, lock=True)
-    if card is None:
-        raise CardNotFound()
-    if actor.kind != PrincipalKind.citizen and not _same_text(card.holder_name, data.name or ""):
-        raise IdentityMismatch()
-    await refresh_loss(session=session, card=card, clock=clock)
-    now, today = clock.now(), clock.today()
-    reported_by = "citizen" if actor.kind == PrincipalKind.citizen else str(actor.channel_kind)
-    report = LossReport(id=str(uuid.uuid4()), card_id=card.id, kind=data.kind, reported_at=now, reported_by=reported_by)
-    if data.kind == LossKind.temporary:
-        if card.status != CardStatus.active:
-            raise state_conflict(card, allowed={CardStatus.active})
-        rule = await rule_for(session=session, region_code=card.region_code, on=today)
-        report.lifts_on = today + timedelta(days=rule.temporary_loss_days)
-        card.status = CardStatus.temporarily_lost
-        card.loss_lifts_on = report.lifts_on
-        session.add(report)
-    else:
-        allowed = {CardStatus.issued, CardStatus.active, CardStatus.temporarily_lost}
-        if card.status not in allowed:
-            raise state_conflict(card, allowed=allowed)
-        previous = await open_loss_report(session=session, card=card)
-        if previous is not None:
-            previous.lifted_at = now
-            previous.lifted_how = "formal"
-        card.status = CardStatus.formally_lost
-        card.live_key = None
-        card.loss_lifts_on = None
-        card.ended_at = now
-        await session.flush()
-        replacement = Card(
-            id=str(uuid.uuid4()), id_hash=card.id_hash, live_key=card.id_hash, id_number=card.id_number,
-            holder_name=card.holder_name, region_code=card.region_code, status=CardStatus.applied, applied_at=now,
-            replaces_card_id=card.id, activation_mismatches=0, activation_locked=False, initial_pin_unchanged=True,
-            pin_failed_tries=0, pin_locked=False,
-        )
-        session.add(replacement)
-        report.replacement_card_id = replacement.id
-        session.add(report)
-    await session.flush()
-    OUTBOX.emit(
-        session, type=CARD_LOST, subject=card.id, time=now,
-        data=CardLost(
-            card_id=card.id, id_hash=card.id_hash, region_code=card.region_code, kind=data.kind, reported_at=now,
-            reported_by=reported_by, lifts_on=report.lifts_on, replacement_card_id=report.replacement_card_id,
-        ),
-    )
-    if actor.kind != PrincipalKind.citizen:
-        record_audit(
-            session, actor=actor, action="card.loss_reported", target_type="card", target_id=card.id, at=now,
-            details={"kind": str(data.kind), "replacement_card_id": report.replacement_card_id},
-        )
-    return LossReportOut(
-        id=report.id, kind=LossKind(report.kind), card_id=card.id, reported_at=now, reported_by=reported_by,
-        lifts_on=report.lifts_on, replacement_card_id=report.replacement_card_id,
-        card=card_out(card, loss=report),
-    )
-
-
-async def lift_loss(*, session: AsyncSession, principal: Principal, clock: Clock) -> None:
-    """解挂: the holder lifts a temporary loss report before its day."""
-    card = await my_card(session=session, principal=principal, clock=clock, lock=True)
-    if card.status != CardStatus.temporarily_lost:
-        raise state_conflict(card, allowed={CardStatus.temporarily_lost})
-    report = await open_loss_report(session=session, card=card)
-    _lift(card, report, how="holder", clock=clock)
-
 
 
 async def forget_idempotency_claim(*, session: AsyncSession, scope: str, key: str | None) -> None:
