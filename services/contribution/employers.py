@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.audit import record_audit
+from services.common.clock import SHANGHAI
 from services.common.enums import Category
 from services.common.identifiers import month_from_index, month_index
 from services.common.principal import Principal
@@ -125,9 +126,19 @@ async def create_employer_declaration(
         id=str(uuid.uuid4()), source=DeclarationSource.employer, status=DeclarationStatus.awaiting_payment,
         category=Category.employee, region_code=unit.region_code, credit_code=credit_code, months=[month],
         total_fen=arrears + fee, late_fee_fen=fee, late_fee_days=days, late_fee_arrears_fen=arrears if days else 0,
-        deadline=deadline, created_by=principal.actor_id, created_at=now, confirmed_at=now, expires_at=now + ttl,
+        deadline=deadline, created_by=principal.actor_id, created_at=now, confirmed_at=now,
+        expires_at=min(now + ttl, _end_of_day(today if days else deadline)),
     )
     return await save_declaration(session=session, declaration=decl, lines=lines, claims=claims)
+
+
+def _end_of_day(day: date) -> datetime:
+    """Midnight after a business day (Asia/Shanghai), in UTC.
+
+    An employer declaration is payable only while its late fee is right: an on-time one until the
+    deadline day ends, a late one until the day it was priced ends (then the unit declares again).
+    """
+    return datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=SHANGHAI).astimezone(UTC)
 
 
 async def get_employer_declaration(*, session: AsyncSession, credit_code: str, declaration_id: str) -> Declaration:

@@ -168,6 +168,27 @@ class TestExpiry:
             assert await expire_due_declarations(session=s, now=svc.clock.now()) == 0
         assert len(await rows(svc, select(DeclaredMonth))) == 6
 
+    async def test_the_scheduled_job_expires_them(self, svc: Any) -> None:
+        import asyncio
+
+        from services.contribution.app import expire_declarations_job
+
+        await enrol_self(svc, ALICE)
+        decl = (await declare(svc)).json()
+        svc.clock.advance(days=2)
+        stop = asyncio.Event()
+        task = asyncio.create_task(expire_declarations_job(svc.app, stop))
+        try:
+            for _ in range(200):  # the job runs at once, then every expiry_interval_seconds
+                found = await rows(svc, select(Declaration.status).where(Declaration.id == decl["id"]))
+                if found == ["expired"]:
+                    break
+                await asyncio.sleep(0.02)
+            assert found == ["expired"]
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=5)
+
     async def test_ttl_is_configurable(self, make_service: Any) -> None:
         from services.common.clock import FrozenClock
         from tests.contribution.conftest import NOW

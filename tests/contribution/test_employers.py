@@ -97,6 +97,15 @@ class TestEmployerDeclaration:
         assert body["late_fee"] == {"deadline": "2026-02-15", "days_late": 17, "arrears_fen": 1932882,
                                     "rate_per_10000_per_day": 5, "amount_fen": 16429}
         assert body["total_fen"] == 1932882 + 16429
+        # Priced for today: payable until midnight in Shanghai, then the fee has grown and the unit declares again.
+        assert body["expires_at"].startswith("2026-03-04T16:00:00")
+
+    async def test_an_on_time_declaration_cannot_outlive_its_deadline(self, svc: Any) -> None:
+        await three_employees(svc)
+        svc.clock.set(datetime(2026, 3, 15, 6, 0, tzinfo=UTC))  # 14:00 on the deadline day
+        body = (await svc.client.post(url(), json={"month": "2026-03"}, headers=svc.headers(employer(UNIT)))).json()
+        assert body["late_fee"]["amount_fen"] == 0
+        assert body["expires_at"].startswith("2026-03-15T16:00:00")  # midnight 03-16 in Shanghai
 
     async def test_only_listed_and_active_employees(self, svc: Any) -> None:
         people = await three_employees(svc)
