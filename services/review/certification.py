@@ -17,7 +17,7 @@ from services.common.events import Outbox
 from services.common.identifiers import month_from_index, month_index, month_of
 from services.common.pii import id_hash
 from services.common.principal import Principal
-from services.review.errors import AlreadySuspended, PensionerNotFound, RuleNotFound
+from services.review.errors import AlreadySuspended, PensionerNotFound, RuleNotFound, SuspensionMonthInvalid
 from services.review.events import PENSION_RESUMED, PENSION_SUSPENDED, PensionResumed, PensionSuspended
 from services.review.models import Certification, Pensioner, ReviewRule, StateTransition, Suspension
 from services.review.rules import rule_in_force
@@ -237,6 +237,12 @@ async def staff_suspend(
 ) -> SuspensionOut:
     """Suspend a pension for a reason (audited); 409 when it is already suspended."""
     month = from_month or clock.current_month()
+    earliest, latest = month_of(pensioner.from_date), month_from_index(month_index(clock.current_month()) + 1)
+    if not earliest <= month <= latest:
+        raise SuspensionMonthInvalid(
+            detail_zh=f"暂停起始月应在 {earliest} 至 {latest} 之间", detail_en=f"The first suspended month is {earliest} to {latest}",
+            params={"earliest": earliest, "latest": latest},
+        )
     s = await _suspend(
         session, clock, pensioner, reason=str(reason), from_month=month, created_by=actor.actor_id, detail=detail,
     )

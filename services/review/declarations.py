@@ -415,14 +415,17 @@ async def assess_overdue(*, session: AsyncSession, clock: Clock, actor: Principa
     )
     employers = (await session.execute(select(Employer).order_by(Employer.credit_code))).scalars().all()
     assessed: list[OverdueItem] = []
+    rules: dict[str, ReviewRule | None] = {}
     for emp in employers:
         if emp.credit_code in settled:
             continue
-        try:
-            rule = await rule_in_force(session=session, region_code=emp.region_code, on=today)
-        except RuleNotFound:  # a region without rules has no deadline
-            continue
-        if today <= deadline_of(rule, wage_year):
+        if emp.region_code not in rules:
+            try:
+                rules[emp.region_code] = await rule_in_force(session=session, region_code=emp.region_code, on=today)
+            except RuleNotFound:  # a region without rules has no deadline
+                rules[emp.region_code] = None
+        rule = rules[emp.region_code]
+        if rule is None or today <= deadline_of(rule, wage_year):
             continue
         item = await _assess(session, clock, emp, rule, wage_year, actor)
         if item is not None:
@@ -448,12 +451,14 @@ async def _assess(
     session: AsyncSession, clock: Clock, emp: Employer, rule: ReviewRule, year: int, actor: Principal
 ) -> OverdueItem | None:
     effective_from = effective_from_of(rule, year)
+    roster = await roster_for_year(session=session, credit_code=emp.credit_code, year=year)
+    if not any(r.last_month is None or r.last_month >= effective_from for r in roster.values()):
+        return None  # nobody employed whose base could be assessed: nothing to declare
     decl = await _get_or_create(session, clock, emp, year, effective_from)
     if decl.status in SETTLED:  # settled meanwhile
         return None
     band = await band_in_force(session=session, region_code=emp.region_code, month=effective_from)
     prev = await _previous_bases(session, emp.credit_code, year)
-    roster = await roster_for_year(session=session, credit_code=emp.credit_code, year=year)
     lines = []
     for n, (h, r) in enumerate(sorted(roster.items(), key=lambda kv: kv[1].id), start=1):
         if r.last_month is not None and r.last_month < effective_from:

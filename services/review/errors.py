@@ -84,3 +84,10 @@ class CertifiedOnInvalid(DomainError):
     code = "certified_on_invalid"
     title_zh = "认证日期应在领取养老金之后且不晚于今天"
     title_en = "The certification date must fall between the pension award and today"
+
+
+class SuspensionMonthInvalid(DomainError):
+    status = 422
+    code = "suspension_month_invalid"
+    title_zh = "暂停起始月不在允许范围内"
+    title_en = "The first suspended month is out of range"

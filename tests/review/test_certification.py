@@ -332,3 +332,17 @@ class TestScheduledSweep:
         await asyncio.wait_for(task, timeout=5)
         [ev] = await outbox(svc, PENSION_SUSPENDED)
         assert ev.data["reason"] == "overdue_certification"
+
+
+class TestSuspensionMonth:
+    async def test_first_suspended_month_must_fall_in_the_pension(self, svc, feed):
+        pid = await feed.award(idn(1), from_date=date(2025, 6, 1))
+        for month in ("2025-05", "2026-05"):
+            r = await svc.client.post(f"/review/v1/persons/{pid}/suspensions", json={"reason": "other", "from_month": month},
+                                      headers=svc.headers(staff()))
+            assert (r.status_code, r.json()["code"]) == (422, "suspension_month_invalid"), month
+        r = await svc.client.post(f"/review/v1/persons/{pid}/suspensions",
+                                  json={"reason": "whereabouts_unknown", "from_month": "2026-01"}, headers=svc.headers(staff()))
+        assert r.status_code == 201
+        r = await svc.client.post("/review/v1/me/certification", headers=fresh_citizen(svc, idn(1)))
+        assert r.json()["resumed"]["back_pay_months"] == ["2026-01", "2026-02", "2026-03"]

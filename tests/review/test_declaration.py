@@ -364,3 +364,40 @@ def _render(pdf_bytes: bytes, tmp_path) -> tuple[int, str]:
     dark = sum(1 for p in img.getdata() if p < 128)
     fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True, check=True).stdout
     return dark, fonts
+
+
+class TestRaces:
+    async def test_two_first_uploads_make_one_declaration(self, svc, feed):
+        import asyncio
+
+        await setup_roster(feed)
+        a, b = await asyncio.gather(
+            svc.client.put(url(), json={"lines": GOOD[:1]}, headers=emp(svc)),
+            svc.client.put(url(), json={"lines": GOOD}, headers=emp(svc)),
+        )
+        assert (a.status_code, b.status_code) == (200, 200), (a.text, b.text)
+        assert a.json()["id"] == b.json()["id"]
+        async with svc.db.sessionmaker() as s:
+            assert (await s.execute(select(func.count()).select_from(AnnualDeclaration))).scalar() == 1
+
+    async def test_two_concurrent_approvals_publish_once(self, svc, feed):
+        import asyncio
+
+        did = await submitted(svc, feed)
+        d = f"/review/v1/annual-declarations/{did}/decision"
+        a, b = await asyncio.gather(
+            svc.client.post(d, json={"decision": "approve"}, headers=svc.headers(staff("reviewer", staff_id="R1"))),
+            svc.client.post(d, json={"decision": "approve"}, headers=svc.headers(staff("reviewer", staff_id="R2"))),
+        )
+        assert sorted((a.status_code, b.status_code)) == [200, 409]
+        assert len(await outbox(svc, ANNUAL_DECLARATION_APPROVED)) == 1
+        assert len(await audits(svc, "annual_declaration.approve")) == 1
+
+
+class TestOverdueEdges:
+    async def test_an_employer_without_employees_is_not_assessed(self, svc, feed):
+        await feed.employer(OTHER_CC, "空壳有限公司", region="110105")
+        svc.clock.set(at(2026, 6, 1))
+        r = await svc.client.post("/review/v1/annual-declarations/overdue", json={"year": 2025}, headers=svc.headers(staff()))
+        assert r.status_code == 200 and r.json()["assessed"] == []
+        assert await outbox(svc, ANNUAL_DECLARATION_APPROVED) == []
