@@ -83,3 +83,33 @@ class TestRegistrationFeed:
         assert (r.json()["state"], r.json()["due_by"]) == ("valid", "2027-01-01")
         r = await svc.client.get(f"/review/v1/employers/{CC}/annual-declarations/2025/roster", headers=svc.headers(employer(CC)))
         assert sorted(i["name"] for i in r.json()["items"]) == ["张三", "李四"]
+
+
+class TestContributionFeed:
+    async def test_seeded_policies_give_the_bands(self, svc, make_service):
+        from services.common.clock import FrozenClock
+        from services.review.models import Band
+
+        contrib = await make_service("contribution", clock=FrozenClock(START))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=contrib.app), base_url="http://contribution") as c:
+            consumer = FeedConsumer(
+                producer="contribution", base_url="http://contribution", db=svc.db,
+                handlers=CONSUMERS["contribution"], token=svc.app.state.internal_token, client=c,
+            )
+            async with contrib.db.sessionmaker() as s:
+                from sqlalchemy import func
+
+                from services.common.models import OutboxEvent
+                published = (await s.execute(select(func.count()).select_from(OutboxEvent))).scalar()
+            assert published > 0
+            assert await drain_all(consumer, expected=published) == published
+        async with svc.db.sessionmaker() as s:
+            bands = {(b.region_code, b.effective_from): (b.base_lower_fen, b.base_upper_fen)
+                     for b in (await s.execute(select(Band))).scalars()}
+        assert bands[("110000", "2025-07")] == (695_700, 3_528_300)
+        # The band of the year declared in 2026 for Beijing (bases from 2026-07).
+        from services.review.rules import band_in_force
+
+        async with svc.db.sessionmaker() as s:
+            band = await band_in_force(session=s, region_code="110105", month="2026-07")
+        assert (band.region_code, band.base_lower_fen) == ("110000", 695_700)
