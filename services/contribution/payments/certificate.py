@@ -148,11 +148,19 @@ def render_certificate(data: CertificateData, *, font_file: Path) -> bytes:
         c.line(left, y - 2.5 * mm, right, y - 2.5 * mm)
         return y - 8 * mm
 
+    page = [1]
+
+    def page_footer() -> None:
+        c.setFont(font, 8)
+        c.drawRightString(right, 12 * mm, f"凭证验证码 {data.code}　第 {page[0]} 页")
+
     y = table_head(y)
     c.setFont(font, 10)
     for line in data.lines:
         if y < 40 * mm:
+            page_footer()
             c.showPage()
+            page[0] += 1
             y = table_head(header())
             c.setFont(font, 10)
         values = [line.month, INSURANCE_ZH.get(line.insurance, line.insurance), PAYER_ZH.get(line.payer, line.payer),
@@ -170,6 +178,7 @@ def render_certificate(data: CertificateData, *, font_file: Path) -> bytes:
     c.drawString(left, 28 * mm, f"本凭证由社会保险经办系统于 {issued} 出具。可扫描二维码或凭验证码在线核验真伪：")
     c.drawString(left, 23 * mm, data.verify_url)
     c.drawString(left, 18 * mm, "证件号码已作脱敏处理。政府补贴不计入个人缴费金额。")
+    page_footer()
     c.showPage()
     c.save()
     return buf.getvalue()
