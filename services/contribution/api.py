@@ -14,7 +14,7 @@ from services.common.idempotency import run_idempotent
 from services.common.pagination import Page, decode_cursor, encode_cursor
 from services.common.pii import id_hash
 from services.common.principal import Principal, PrincipalKind, require
-from services.contribution import employers, policies, records, service
+from services.contribution import agencies, employers, policies, records, service
 from services.contribution.quotes import price, quote_out
 from services.contribution.schemas import (
     AgencyAuthorizationIn,
@@ -228,9 +228,9 @@ async def authorize_agency(request: Request, session: DbSession, principal: Citi
     clock = _clock(request)
 
     async def action() -> AgencyAuthorizationOut:
-        row = await service.authorize_agency(session=session, principal=principal, body=body, now=clock.now(),
+        row = await agencies.authorize_agency(session=session, principal=principal, body=body, now=clock.now(),
                                              today=clock.today())
-        return service.authorization_out(row, clock.today())
+        return agencies.authorization_out(row, clock.today())
 
     return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
 
@@ -238,14 +238,14 @@ async def authorize_agency(request: Request, session: DbSession, principal: Citi
 @router.get("/me/agency-authorizations", response_model=AgencyAuthorizationPage, summary="My agency authorizations")
 async def list_authorizations(request: Request, session: DbSession, principal: Citizen1) -> AgencyAuthorizationPage:
     today = _clock(request).today()
-    rows = await service.list_authorizations(session=session, principal=principal)
-    return AgencyAuthorizationPage(items=[service.authorization_out(r, today) for r in rows])
+    rows = await agencies.list_authorizations(session=session, principal=principal)
+    return AgencyAuthorizationPage(items=[agencies.authorization_out(r, today) for r in rows])
 
 
 @router.delete("/me/agency-authorizations/{authorization_id}", status_code=204, response_class=Response,
                responses={404: {"description": "not mine"}})
 async def revoke_authorization(request: Request, session: DbSession, principal: Citizen1, authorization_id: IdPath) -> Response:
-    await service.revoke_authorization(session=session, principal=principal, authorization_id=authorization_id,
+    await agencies.revoke_authorization(session=session, principal=principal, authorization_id=authorization_id,
                                        now=_clock(request).now())
     return Response(status_code=204)
 
@@ -258,7 +258,7 @@ async def create_agency_declaration(request: Request, session: DbSession, princi
     quote = QuoteIn.model_validate(body.model_dump(exclude={"id_number"}))
 
     async def action() -> DeclarationOut:
-        decl = await service.create_agency_declaration(
+        decl = await agencies.create_agency_declaration(
             session=session, body=quote, id_number=body.id_number, principal=principal, now=clock.now(),
             today=clock.today(), current_month=clock.current_month(), ttl=_ttl(request),
         )
@@ -269,7 +269,7 @@ async def create_agency_declaration(request: Request, session: DbSession, princi
 
 @router.get("/agency/declarations/{declaration_id}", response_model=DeclarationOut, responses={404: {"description": "not ours"}})
 async def get_agency_declaration(session: DbSession, principal: Agency, declaration_id: IdPath) -> DeclarationOut:
-    decl = await service.get_agency_declaration(session=session, declaration_id=declaration_id, principal=principal)
+    decl = await agencies.get_agency_declaration(session=session, declaration_id=declaration_id, principal=principal)
     return await service.declaration_view(session=session, declaration=decl)
 
 
