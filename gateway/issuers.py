@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,36 @@ def parse_jwks(document: Any) -> dict[str | None, dict[str, Any]]:
     return out
 
 
+class VerifiedTokens:
+    """Tokens already verified, with their principal, until they expire (at most `ttl` seconds).
+
+    Keyed by the exact token text, so any altered byte is verified afresh. Cleared when
+    the issuers or their keys change; bounded in size (oldest first out).
+    """
+
+    def __init__(self, max_entries: int = 10_000, ttl: float = 60.0) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self.entries: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+
+    def get(self, token: str, now: float) -> dict[str, Any] | None:
+        hit = self.entries.get(token)
+        if hit is None:
+            return None
+        if now >= hit[0]:
+            self.entries.pop(token, None)
+            return None
+        return hit[1]
+
+    def put(self, token: str, principal: dict[str, Any], *, until: float, now: float) -> None:
+        self.entries[token] = (min(until, now + self.ttl), principal)
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
 @dataclass
 class IssuerState:
     """An issuer's configuration and its cached keys."""
@@ -126,6 +157,7 @@ class IssuerState:
     last_refresh: float = float("-inf")  # the last refresh an unknown kid triggered
     last_failure: float = float("-inf")
     generation: int = 0  # bumped on every successful load
+    constructed: dict[tuple[str | None, str], Any] = field(default_factory=dict)  # (kid, alg) -> library key
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -156,6 +188,7 @@ class IssuerRegistry:
         self.cache_seconds = cache_seconds
         self.fetches = 0  # JWKS documents fetched or read
         self.on_load: Callable[[str], None] | None = None  # told the issuer's name after each successful load
+        self.verified = VerifiedTokens()
 
     @classmethod
     def from_file(cls, path: Path, **kwargs: Any) -> IssuerRegistry:
@@ -170,6 +203,7 @@ class IssuerRegistry:
             if prev is not None and s.source[0] != "inline":
                 s.keys, s.loaded_at, s.last_refresh = prev.keys, prev.loaded_at, prev.last_refresh
         self.by_iss = {s.config.issuer: s for s in states}
+        self.verified.clear()
 
     def get(self, iss: str) -> IssuerState | None:
         return self.by_iss.get(iss)
@@ -213,6 +247,8 @@ class IssuerRegistry:
                 state.keys = await self._read(state)
                 state.loaded_at = now
                 state.generation += 1
+                state.constructed = {}
+                self.verified.clear()  # a key may have been withdrawn
                 if self.on_load is not None:
                     self.on_load(state.config.name)
                 log.info("keys of issuer %s loaded (%s): %d", state.config.name, reason, len(state.keys))

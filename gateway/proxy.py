@@ -172,6 +172,9 @@ class Forwarder:
         try:
             answer = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in DROPPED_RESPONSE]
             await send({"type": "http.response.start", "status": response.status_code, "headers": answer})
+            if response.is_stream_consumed:  # a transport that answered with the body already read
+                await send({"type": "http.response.body", "body": response.content, "more_body": False})
+                return
             async for chunk in response.aiter_raw():
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})

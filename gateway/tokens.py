@@ -56,6 +56,17 @@ async def authenticate(token: str, *, registry: IssuerRegistry, now: float) -> d
     """Verify a platform token and return the normalized principal (our claim names)."""
     if len(token) > MAX_TOKEN_BYTES:
         raise TokenTooLarge()
+    cached = registry.verified.get(token, now)
+    if cached is not None:
+        return cached
+    principal, valid_until = await _verify(token, registry=registry, now=now)
+    registry.verified.put(token, principal, until=valid_until, now=now)
+    return principal
+
+
+async def _verify(token: str, *, registry: IssuerRegistry, now: float) -> tuple[dict[str, Any], float]:
+    if len(token) > MAX_TOKEN_BYTES:
+        raise TokenTooLarge()
     if not _TOKEN_RE.match(token):
         raise TokenInvalid()
     try:
@@ -79,7 +90,9 @@ async def authenticate(token: str, *, registry: IssuerRegistry, now: float) -> d
     if kid is not None and not isinstance(kid, str):
         raise TokenInvalid()
     key_data = await registry.key_for(state, kid)
-    key = _construct_key(key_data, alg)
+    key = state.constructed.get((kid, alg))
+    if key is None:
+        key = state.constructed[(kid, alg)] = _construct_key(key_data, alg)
     try:
         payload = jws.verify(token, key, algorithms=[alg])
         claims = json.loads(payload)
@@ -88,7 +101,7 @@ async def authenticate(token: str, *, registry: IssuerRegistry, now: float) -> d
     if not isinstance(claims, dict):
         raise TokenInvalid()
     _check_registered_claims(claims, cfg, now)
-    return normalize_principal(claims, cfg, now)
+    return normalize_principal(claims, cfg, now), float(claims["exp"]) + cfg.leeway_seconds
 
 
 def _construct_key(key_data: dict[str, Any], alg: str) -> Any:

@@ -186,7 +186,7 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[Any]:
     async def make(
         *, issuers: dict[str, Any] | None = None, jwks_transport: httpx.AsyncBaseTransport | None = None,
         upstream_transport: httpx.AsyncBaseTransport | None = None, client_address: str = "203.0.113.7",
-        **overrides: Any,
+        clock: Any = None, **overrides: Any,
     ) -> Gateway:
         issuers_file = tmp_path / f"issuers-{len(opened)}.json"
         issuers_file.write_text(json.dumps(issuers or issuers_document(SANDBOX_URL)), encoding="utf-8")
@@ -199,7 +199,7 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[Any]:
         values.update(issuers_file=issuers_file, signing_key_file=KEYS / "gateway-signing.pem")
         values.update(overrides)
         settings = GatewaySettings(**values)
-        app = create_app(settings, upstream_transport=upstream_transport, jwks_transport=jwks_transport)
+        app = create_app(settings, clock=clock, upstream_transport=upstream_transport, jwks_transport=jwks_transport)
         manager = LifespanManager(app)
         await manager.__aenter__()
         transport = httpx.ASGITransport(app=manager.app, client=(client_address, 40000))

@@ -235,6 +235,35 @@ class TestRefusedTokens:
         assert 'gateway_token_failures_total{code="token_invalid"} 1.0' in gw.metrics_text()
 
 
+class TestVerifiedTokenCache:
+    async def test_a_token_verified_once_still_expires(self, make_gateway):
+        from datetime import UTC, datetime
+
+        from services.common.clock import FrozenClock
+
+        clock = FrozenClock(datetime.now(UTC))
+        gw = await make_gateway(clock=clock)
+        pem, kid = alipay_key()
+        now = int(clock.now().timestamp())
+        token = sign(alipay_claims(iat=now, exp=now + 120), pem, "RS256", kid)
+        for _ in range(3):
+            assert (await gw.client.get("/registration/v1/me", headers=bearer(token))).status_code == 200
+        assert gw.registry.verified.get(token, now) is not None
+        clock.advance(seconds=120 + 61)  # past exp and the issuer's 60 s leeway
+        r = await gw.client.get("/registration/v1/me", headers=bearer(token))
+        assert r.status_code == 401 and r.json()["code"] == "token_expired"
+
+    async def test_reloading_the_issuers_forgets_verified_tokens(self, gw):
+        token = sandbox_token()
+        assert (await gw.client.get("/registration/v1/me", headers=bearer(token))).status_code == 200
+        doc = issuers_document(SANDBOX_URL)
+        doc["issuers"] = [doc["issuers"][1]]
+        gw.issuers_file.write_text(json.dumps(doc))
+        assert gw.public.state.reload_issuers()
+        r = await gw.client.get("/registration/v1/me", headers=bearer(token))
+        assert r.status_code == 401 and r.json()["code"] == "issuer_untrusted"
+
+
 class TestKeyRotation:
     async def test_new_kid_in_the_jwks_is_accepted_without_restart(self, make_gateway):
         old_pem, new_pem = new_ec_pem(), new_ec_pem()
