@@ -16,6 +16,8 @@ from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from services.common.principal import Principal, PrincipalKind, require
 from services.review import certification as cert
 from services.review import declarations as decl
+from services.review import overdue as overdue_svc
+from services.review import roster as roster_svc
 from services.review.errors import CertifiedOnInvalid, NotOwnEmployer
 from services.review.receipt import render_receipt
 from services.review.rules import put_rule, rule_in_force, rule_out
@@ -190,7 +192,7 @@ async def roster(
     _own(principal, credit_code)
     emp = await decl.get_employer(session=session, credit_code=credit_code)
     if format == "csv":
-        body = await decl.roster_csv(session=session, credit_code=emp.credit_code, year=year)
+        body = await roster_svc.roster_csv(session=session, credit_code=emp.credit_code, year=year)
         # The export holds full id numbers: who took it, and when, stays on record.
         record_audit(
             session, actor=principal, action="roster.export_csv", target_type="employer", target_id=emp.credit_code,
@@ -203,7 +205,7 @@ async def roster(
                 "Cache-Control": "no-store",
             },
         )
-    return await decl.roster_page(session=session, credit_code=emp.credit_code, year=year, limit=limit, cursor=cursor)
+    return await roster_svc.roster_page(session=session, credit_code=emp.credit_code, year=year, limit=limit, cursor=cursor)
 
 
 @router.put(
@@ -297,7 +299,7 @@ async def decide(
 )
 async def overdue(request: Request, session: DbSession, principal: Operator, body: OverdueIn | None = None) -> Any:
     async def action() -> Any:
-        return await decl.assess_overdue(
+        return await overdue_svc.assess_overdue(
             session=session, clock=request.app.state.clock, actor=principal, year=body.year if body else None,
         )
 

@@ -1,9 +1,7 @@
-"""The employer annual declaration (年度申报/年审): roster, lines and differences, submit, decide, overdue."""
+"""The employer annual declaration (年度申报): lines checked one by one, differences, submit, decision."""
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 from datetime import date
 from typing import Any
@@ -15,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.audit import record_audit
 from services.common.clock import Clock, aware
 from services.common.identifiers import normalize_id_number
-from services.common.pagination import decode_cursor, encode_cursor
 from services.common.pii import cipher, mask_id_number
 from services.common.principal import Principal
 from services.review.certification import OUTBOX
@@ -25,11 +22,11 @@ from services.review.errors import (
     DeclarationNotFound,
     DeclarationNotSubmitted,
     EmployerNotFound,
-    RuleNotFound,
     YearNotDeclarable,
 )
 from services.review.events import ANNUAL_DECLARATION_APPROVED, AnnualDeclarationApproved, ApprovedLine
 from services.review.models import AnnualDeclaration, Band, DeclarationLine, Employer, ReviewRule, RosterEntry
+from services.review.roster import roster_for_year
 from services.review.rules import band_in_force, clamp, rule_in_force
 from services.review.schemas import (
     BandDiff,
@@ -41,10 +38,6 @@ from services.review.schemas import (
     DiffPerson,
     LineError,
     NameDiff,
-    OverdueItem,
-    OverdueOut,
-    RosterItem,
-    RosterPage,
 )
 
 MAX_WAGE_FEN = 100_000_000  # 1,000,000 CNY a month: anything above is a typing error
@@ -86,66 +79,6 @@ def check_year(year: int, today: date) -> None:
     """Wages are declared for a past year only."""
     if not 2000 <= year < today.year:
         raise YearNotDeclarable(params={"year": year, "latest_year": today.year - 1})
-
-
-def _roster_query(credit_code: str, year: int) -> Any:
-    return select(RosterEntry).where(
-        RosterEntry.credit_code == credit_code,
-        RosterEntry.start_month <= f"{year:04d}-12",
-        (RosterEntry.last_month.is_(None)) | (RosterEntry.last_month >= f"{year:04d}-01"),
-    )
-
-
-async def roster_for_year(*, session: AsyncSession, credit_code: str, year: int) -> dict[str, RosterEntry]:
-    """Employees registered with the employer at any time in the wage year, by id hash (latest employment)."""
-    rows = (await session.execute(_roster_query(credit_code, year).order_by(RosterEntry.id))).scalars().all()
-    return {r.id_hash: r for r in rows}
-
-
-async def roster_page(
-    *, session: AsyncSession, credit_code: str, year: int, limit: int, cursor: str | None
-) -> RosterPage:
-    """The roster of a wage year, a page at a time (masked id numbers)."""
-    after = decode_cursor(cursor)
-    q = _roster_query(credit_code, year).order_by(RosterEntry.id).limit(limit + 1)
-    if after:
-        q = q.where(RosterEntry.id > int(after[0]))
-    rows = (await session.execute(q)).scalars().all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return RosterPage(
-        credit_code=credit_code, year=year,
-        items=[
-            RosterItem(
-                person_id=r.person_id, id_number_masked=r.id_masked, name=r.name, hire_date=r.hire_date,
-                start_month=r.start_month, last_month=r.last_month, monthly_wage_fen=r.monthly_wage_fen,
-            )
-            for r in rows
-        ],
-        next_cursor=encode_cursor([rows[-1].id]) if more and rows else None,
-    )
-
-
-def _cell(value: object) -> str:
-    # A cell starting like a formula is neutralized so a spreadsheet never evaluates it.
-    s = "" if value is None else str(value)
-    return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
-
-
-async def roster_csv(*, session: AsyncSession, credit_code: str, year: int) -> bytes:
-    """The roster as CSV (UTF-8 with BOM), full id numbers: the employer fills the wage column and uploads it."""
-    roster = await roster_for_year(session=session, credit_code=credit_code, year=year)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(["身份证号码 id_number", "姓名 name", "入职日期 hire_date", "参保起始月 start_month",
-                "离职月份 last_month", "登记月工资(分) monthly_wage_fen", "上年月平均工资(分) avg_monthly_wage_fen"])
-    c = cipher()
-    for r in sorted(roster.values(), key=lambda r: r.id):
-        w.writerow([
-            _cell(c.decrypt(r.id_number_enc)), _cell(r.name), _cell(r.hire_date), _cell(r.start_month),
-            _cell(r.last_month), _cell(r.monthly_wage_fen), "",
-        ])
-    return ("\ufeff" + buf.getvalue()).encode("utf-8")
 
 
 def _line_error(line: int, field: str, code: str, en: bool) -> LineError:
@@ -206,7 +139,7 @@ def validate_lines(raw: list[Any], *, today: date, en: bool) -> tuple[list[dict[
         if bad:
             continue
         valid.append({
-            "line_no": n, "id_hash": key, "id_masked": mask_id_number(normalized), "name": name.strip(),
+            "line_no": n, "id_hash": key, "id_masked": mask_id_number(normalized), "name": str(name).strip(),
             "avg_monthly_wage_fen": wage,
         })
     return valid, errors
@@ -228,9 +161,10 @@ def band_out(b: Band | None) -> BandOut | None:
                    base_lower_fen=b.base_lower_fen, base_upper_fen=b.base_upper_fen)
 
 
-async def _get_or_create(
+async def get_or_create_declaration(
     session: AsyncSession, clock: Clock, employer: Employer, year: int, effective_from: str
 ) -> AnnualDeclaration:
+    """The employer's declaration of the year, locked; created as a draft when missing (the unique key decides)."""
     q = select(AnnualDeclaration).where(
         AnnualDeclaration.credit_code == employer.credit_code, AnnualDeclaration.year == year
     ).with_for_update()
@@ -272,7 +206,7 @@ async def put_lines(
     check_year(year, today)
     rule = await rule_in_force(session=session, region_code=employer.region_code, on=today)
     effective_from = effective_from_of(rule, year)
-    decl = await _get_or_create(session, clock, employer, year, effective_from)
+    decl = await get_or_create_declaration(session, clock, employer, year, effective_from)
     if decl.status not in EDITABLE:
         raise DeclarationNotEditable(params={"status": decl.status})
     band = await band_in_force(session=session, region_code=employer.region_code, month=effective_from)
@@ -327,7 +261,8 @@ def differences(valid: list[dict[str, Any]], roster: dict[str, RosterEntry], ban
     )
 
 
-def _history(d: AnnualDeclaration, entry: dict[str, Any]) -> None:
+def add_history(d: AnnualDeclaration, entry: dict[str, Any]) -> None:
+    """Append to the declaration's own history (submit, decisions, assessment)."""
     d.history = [*(d.history or []), entry]
 
 
@@ -342,7 +277,7 @@ async def submit(*, session: AsyncSession, clock: Clock, employer: Employer, yea
     decl.status = str(DeclarationStatus.submitted)
     decl.submitted_at = now
     decl.updated_at = now
-    _history(decl, {"at": now.isoformat(), "action": "submit", "by": actor.actor_id})
+    add_history(decl, {"at": now.isoformat(), "action": "submit", "by": actor.actor_id})
     await session.flush()
     return declaration_out(decl)
 
@@ -356,7 +291,8 @@ async def get_declaration(*, session: AsyncSession, declaration_id: str, lock: b
     return row
 
 
-async def _emit_bases(session: AsyncSession, clock: Clock, decl: AnnualDeclaration, basis: str) -> None:
+async def emit_bases(session: AsyncSession, clock: Clock, decl: AnnualDeclaration, basis: str) -> None:
+    """Publish the declaration's bases (review.annual_declaration.approved.v1) in this transaction."""
     lines = (
         await session.execute(
             select(DeclarationLine.id_hash, DeclarationLine.avg_monthly_wage_fen, DeclarationLine.new_base_fen)
@@ -387,9 +323,9 @@ async def decide(
     decl.decided_by = actor.actor_id
     decl.decided_at = now
     decl.updated_at = now
-    _history(decl, {"at": now.isoformat(), "action": decision, "by": actor.actor_id, "reasons": reasons})
+    add_history(decl, {"at": now.isoformat(), "action": decision, "by": actor.actor_id, "reasons": reasons})
     if decision == "approve":
-        await _emit_bases(session, clock, decl, "declared")
+        await emit_bases(session, clock, decl, "declared")
     record_audit(
         session, actor=actor, action=f"annual_declaration.{decision}", target_type="annual_declaration",
         target_id=decl.id, at=now, reason="; ".join(reasons) or None,
@@ -398,99 +334,3 @@ async def decide(
     await session.flush()
     return declaration_out(decl)
 
-
-async def assess_overdue(*, session: AsyncSession, clock: Clock, actor: Principal, year: int | None) -> OverdueOut:
-    """Flag employers past the deadline without a submission and apply 110% of their previous bases (art. 62)."""
-    today = clock.today()
-    wage_year = year if year is not None else today.year - 1
-    check_year(wage_year, today)
-    settled = set(
-        (
-            await session.execute(
-                select(AnnualDeclaration.credit_code).where(
-                    AnnualDeclaration.year == wage_year, AnnualDeclaration.status.in_([str(s) for s in SETTLED])
-                )
-            )
-        ).scalars()
-    )
-    employers = (await session.execute(select(Employer).order_by(Employer.credit_code))).scalars().all()
-    assessed: list[OverdueItem] = []
-    rules: dict[str, ReviewRule | None] = {}
-    for emp in employers:
-        if emp.credit_code in settled:
-            continue
-        if emp.region_code not in rules:
-            try:
-                rules[emp.region_code] = await rule_in_force(session=session, region_code=emp.region_code, on=today)
-            except RuleNotFound:  # a region without rules has no deadline
-                rules[emp.region_code] = None
-        rule = rules[emp.region_code]
-        if rule is None or today <= deadline_of(rule, wage_year):
-            continue
-        item = await _assess(session, clock, emp, rule, wage_year, actor)
-        if item is not None:
-            assessed.append(item)
-    return OverdueOut(year=wage_year, assessed=assessed)
-
-
-async def _previous_bases(session: AsyncSession, credit_code: str, year: int) -> dict[str, int]:
-    prev = (
-        await session.execute(
-            select(DeclarationLine.id_hash, DeclarationLine.new_base_fen)
-            .join(AnnualDeclaration, AnnualDeclaration.id == DeclarationLine.declaration_id)
-            .where(
-                AnnualDeclaration.credit_code == credit_code, AnnualDeclaration.year == year - 1,
-                AnnualDeclaration.status.in_([str(DeclarationStatus.approved), str(DeclarationStatus.assessed)]),
-            )
-        )
-    ).all()
-    return dict(prev)
-
-
-async def _assess(
-    session: AsyncSession, clock: Clock, emp: Employer, rule: ReviewRule, year: int, actor: Principal
-) -> OverdueItem | None:
-    effective_from = effective_from_of(rule, year)
-    roster = await roster_for_year(session=session, credit_code=emp.credit_code, year=year)
-    if not any(r.last_month is None or r.last_month >= effective_from for r in roster.values()):
-        return None  # nobody employed whose base could be assessed: nothing to declare
-    decl = await _get_or_create(session, clock, emp, year, effective_from)
-    if decl.status in SETTLED:  # settled meanwhile
-        return None
-    band = await band_in_force(session=session, region_code=emp.region_code, month=effective_from)
-    prev = await _previous_bases(session, emp.credit_code, year)
-    lines = []
-    for n, (h, r) in enumerate(sorted(roster.items(), key=lambda kv: kv[1].id), start=1):
-        if r.last_month is not None and r.last_month < effective_from:
-            continue  # left before the new bases apply
-        previous = prev.get(h, r.monthly_wage_fen or (band.base_lower_fen if band else 0))
-        lines.append({
-            "declaration_id": decl.id, "line_no": n, "id_hash": h, "id_masked": r.id_masked, "name": r.name,
-            "avg_monthly_wage_fen": previous, "new_base_fen": clamp((previous * 110 + 50) // 100, band),
-        })
-    await session.execute(delete(DeclarationLine).where(DeclarationLine.declaration_id == decl.id))
-    if lines:
-        await session.execute(insert(DeclarationLine), lines)
-    now = clock.now()
-    decl.status = str(DeclarationStatus.assessed)
-    decl.overdue = True
-    decl.headcount = len(lines)
-    decl.total_wages_fen = sum(x["avg_monthly_wage_fen"] for x in lines)
-    decl.invalid_lines = 0
-    decl.effective_from = effective_from
-    decl.decided_by = actor.actor_id
-    decl.decided_at = now
-    decl.updated_at = now
-    decl.reasons = [f"未在 {deadline_of(rule, year).isoformat()} 前申报，按上年缴费基数的110%核定"]
-    _history(decl, {"at": now.isoformat(), "action": "assess_overdue", "by": actor.actor_id})
-    await session.flush()
-    await _emit_bases(session, clock, decl, "assessed_overdue")
-    record_audit(
-        session, actor=actor, action="annual_declaration.assess_overdue", target_type="annual_declaration",
-        target_id=decl.id, at=now, reason="not declared by the deadline (art. 62)",
-        details={"credit_code": emp.credit_code, "year": year, "headcount": len(lines)},
-    )
-    return OverdueItem(
-        credit_code=emp.credit_code, declaration_id=decl.id, headcount=len(lines),
-        total_bases_fen=sum(x["new_base_fen"] for x in lines),
-    )
