@@ -264,6 +264,12 @@ class TestWechatPayNotificationVerification:
             wechatpay.parse_notification(_wechat_config(), headers=headers, body=body, now=int(NOW.timestamp()))
         assert err.value.reason == "decrypt"
 
+    def test_other_signature_type(self) -> None:
+        body, headers = self.signed()
+        headers["Wechatpay-Signature-Type"] = "WECHATPAY2-SM2-WITH-SM3"
+        with pytest.raises(wechatpay.NotificationRejected):
+            wechatpay.parse_notification(_wechat_config(), headers=headers, body=body, now=int(NOW.timestamp()))
+
     def test_signature_probe(self) -> None:
         body, headers = self.signed()
         headers["Wechatpay-Signature"] = "WECHATPAY/SIGNTEST/" + headers["Wechatpay-Signature"]

@@ -244,13 +244,18 @@ async def open_payment(
 # ---- crediting --------------------------------------------------------------------------------
 
 
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE changed (the cursor result of a DML statement)."""
+    return int(result.rowcount or 0)
+
+
 async def _close(session: AsyncSession, payment_id: str, now: datetime) -> bool:
     res = await session.execute(
         update(Payment).where(Payment.id == payment_id, Payment.status == PaymentStatus.open)
         .values(status=PaymentStatus.closed, open_declaration_id=None, closed_at=now)
         .execution_options(synchronize_session=False)
     )
-    return bool(res.rowcount)
+    return _rowcount(res) == 1
 
 
 async def _reload(session: AsyncSession, payment_id: str) -> Payment:
@@ -295,14 +300,15 @@ async def credit_payment(
     now: datetime,
 ) -> str:
     """Apply a verified paid notification once; the outcome (credited, duplicate, paid_after_close, refund_pending)."""
-    paid = dict(status=PaymentStatus.paid, open_declaration_id=None, paid_at=paid_at, paid_amount_fen=paid_amount_fen)
+    paid: dict[str, Any] = {"status": PaymentStatus.paid, "open_declaration_id": None, "paid_at": paid_at,
+                            "paid_amount_fen": paid_amount_fen}
     if platform_trade_no:
         paid["platform_trade_no"] = platform_trade_no
     res = await session.execute(
         update(Payment).where(Payment.id == payment_id, Payment.status == PaymentStatus.open).values(**paid)
         .execution_options(synchronize_session=False)
     )
-    if res.rowcount == 1:
+    if _rowcount(res) == 1:
         return await _apply(session, await _reload(session, payment_id), paid_at=paid_at, now=now)
     current = await _reload(session, payment_id)
     if current.status != PaymentStatus.closed:
@@ -312,7 +318,7 @@ async def credit_payment(
         update(Payment).where(Payment.id == payment_id, Payment.status == PaymentStatus.closed)
         .values(**paid, flag="paid_after_close").execution_options(synchronize_session=False)
     )
-    if res.rowcount != 1:
+    if _rowcount(res) != 1:
         return "duplicate"
     payment = await _reload(session, payment_id)
     decl = await session.get(Declaration, payment.declaration_id)
@@ -483,7 +489,7 @@ async def close_expired_payments(*, session: AsyncSession, now: datetime) -> int
         .values(status=PaymentStatus.closed, open_declaration_id=None, closed_at=now)
         .execution_options(synchronize_session=False)
     )
-    return int(res.rowcount or 0)
+    return _rowcount(res)
 
 
 # ---- staff: payments to look at ------------------------------------------------------------------

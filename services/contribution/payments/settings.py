@@ -126,6 +126,7 @@ def load_private_key(pem: bytes) -> RSAPrivateKey:
 
 def load_public_key(pem: bytes) -> RSAPublicKey:
     """An RSA public key from a PEM public key or an X.509 certificate."""
+    key: Any
     if b"BEGIN CERTIFICATE" in pem:
         from cryptography import x509
 

@@ -126,6 +126,9 @@ def verify_signed_message(
     serial = headers.get("wechatpay-serial") or headers.get("Wechatpay-Serial")
     if not (timestamp and nonce and signature and serial):
         raise NotificationRejected("unsigned")
+    kind = headers.get("wechatpay-signature-type") or headers.get("Wechatpay-Signature-Type")
+    if kind and kind != SCHEMA:
+        raise NotificationRejected("signature_type")
     if not timestamp.isdigit() or len(timestamp) > 12:
         raise NotificationRejected("timestamp")
     if abs(now - int(timestamp)) > tolerance:
