@@ -29,6 +29,9 @@ from services.review.schemas import (
     DeclarationCheckOut,
     DeclarationLinesIn,
     DeclarationOut,
+    DeclarationPage,
+    DeclarationStatus,
+    DeclaredLinePage,
     OverdueIn,
     OverdueOut,
     ReviewRuleIn,
@@ -267,6 +270,32 @@ async def receipt(
         pdf, media_type="application/pdf",
         headers={"Content-Disposition": f'inline; filename="annual-declaration-{credit_code}-{year}.pdf"'},
     )
+
+
+@router.get(
+    "/annual-declarations", response_model=DeclarationPage,
+    summary="Annual declarations for staff: the reviewer's queue with ?status=submitted (staff reviewer)",
+)
+async def staff_list_declarations(
+    session: DbSession, principal: Reviewer,
+    status: Annotated[DeclarationStatus | None, Query()] = None,
+    year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+) -> Any:
+    return await decl.list_declarations(session=session, status=status, year=year, limit=limit, cursor=cursor)
+
+
+@router.get(
+    "/annual-declarations/{declaration_id}/lines", response_model=DeclaredLinePage,
+    summary="A declaration's lines, masked ids (staff reviewer)",
+)
+async def staff_declaration_lines(
+    session: DbSession, principal: Reviewer, declaration_id: DeclIdPath,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Any:
+    return await decl.declared_lines(session=session, declaration_id=declaration_id, limit=limit, cursor=cursor)
 
 
 @router.get(

@@ -253,6 +253,24 @@ class DeclarationCheckOut(DeclarationOut):
     differences: Differences
 
 
+class DeclarationPage(BaseModel):
+    items: list[DeclarationOut]
+    next_cursor: str | None = None
+
+
+class DeclaredLineOut(BaseModel):
+    line: int
+    id_number_masked: str
+    name: str
+    avg_monthly_wage_fen: int
+    new_base_fen: int
+
+
+class DeclaredLinePage(BaseModel):
+    items: list[DeclaredLineOut]
+    next_cursor: str | None = None
+
+
 class DecisionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -401,3 +401,42 @@ class TestOverdueEdges:
         r = await svc.client.post("/review/v1/annual-declarations/overdue", json={"year": 2025}, headers=svc.headers(staff()))
         assert r.status_code == 200 and r.json()["assessed"] == []
         assert await outbox(svc, ANNUAL_DECLARATION_APPROVED) == []
+
+
+class TestReviewerQueue:
+    async def test_who(self, svc):
+        assert (await svc.client.get("/review/v1/annual-declarations")).status_code == 401
+        r = await svc.client.get("/review/v1/annual-declarations", headers=emp(svc))
+        assert r.status_code == 403
+        r = await svc.client.get("/review/v1/annual-declarations", headers=svc.headers(staff("operator")))
+        assert r.status_code == 403
+        r = await svc.client.get("/review/v1/annual-declarations?status=lost", headers=svc.headers(staff("reviewer")))
+        assert r.status_code == 422
+        r = await svc.client.get("/review/v1/annual-declarations?cursor=WyJ4Il0", headers=svc.headers(staff("reviewer")))
+        assert (r.status_code, r.json()["code"]) == (422, "cursor_invalid")
+
+    async def test_queue_pages_and_lines(self, svc, feed):
+        did = await submitted(svc, feed)
+        await feed.employer(OTHER_CC, "第二家公司")
+        svc.clock.advance(minutes=5)
+        r = await svc.client.put(url(cc=OTHER_CC), json={"lines": GOOD[:1]}, headers=emp(svc, OTHER_CC))
+        await svc.client.post(url("/submit", cc=OTHER_CC), headers=emp(svc, OTHER_CC))
+        other = r.json()["id"]
+        await svc.client.put(url(year=2024), json={"lines": GOOD[:1]}, headers=emp(svc))  # a draft: not in the queue
+        h = svc.headers(staff("reviewer"))
+        r = await svc.client.get("/review/v1/annual-declarations?status=submitted&limit=1", headers=h)
+        assert r.status_code == 200, r.text
+        assert [d["id"] for d in r.json()["items"]] == [did]
+        r = await svc.client.get(f"/review/v1/annual-declarations?status=submitted&limit=1&cursor={r.json()['next_cursor']}",
+                                 headers=h)
+        assert [d["id"] for d in r.json()["items"]] == [other]
+        assert r.json()["next_cursor"] is None
+        r = await svc.client.get(f"/review/v1/annual-declarations/{did}/lines?limit=2", headers=h)
+        assert [(x["line"], x["name"], x["new_base_fen"]) for x in r.json()["items"]] == [
+            (1, "张三", 1_000_000), (2, "李四", 695_700),
+        ]
+        assert A not in r.text
+        r = await svc.client.get(f"/review/v1/annual-declarations/{did}/lines?cursor={r.json()['next_cursor']}", headers=h)
+        assert [x["line"] for x in r.json()["items"]] == [3]
+        r = await svc.client.get("/review/v1/annual-declarations/nope/lines", headers=h)
+        assert r.status_code == 404
