@@ -37,7 +37,7 @@ CLAIM_NAMES = (
     "sub", "kind", "id_number", "name", "realname_level", "auth_method", "auth_time", "credit_code",
     "unit_name", "operator", "channel_kind", "branch_id", "staff_id", "roles",
 )
-FAILED_FETCH_BACKOFF_SECONDS = 2.0
+FAILED_FETCH_BACKOFF_SECONDS = 1.0
 MAX_JWKS_BYTES = 256 * 1024
 
 
@@ -271,11 +271,21 @@ class IssuerRegistry:
             raise ValueError("JWKS document too large")
         return parse_jwks(r.json())
 
-    async def prefetch(self) -> None:
-        """Load every issuer's keys once (start-up; failures are retried on the first token)."""
-        await asyncio.gather(
-            *(self._load(s, s.generation, reason="initial") for s in self.by_iss.values() if s.keys is None)
-        )
+    async def prefetch(self, *, max_delay: float = 30.0) -> None:
+        """Load every issuer's keys at start-up, retrying with backoff until each has them
+        (the platform, or the sandbox started alongside, may come up after the gateway)."""
+        delay = 0.5
+        while True:
+            missing = [s for s in self.by_iss.values() if s.keys is None]
+            if not missing:
+                return
+            for s in missing:
+                s.last_failure = float("-inf")  # this loop paces itself
+            await asyncio.gather(*(self._load(s, s.generation, reason="initial") for s in missing))
+            if all(s.keys is not None for s in missing):
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
 
 
 def load_issuers(path: Path) -> list[IssuerState]:
