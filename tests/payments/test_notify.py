@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from services.common.models import AuditEntry, OutboxEvent
 from services.contribution.events import DECLARATION_PAID
 from services.contribution.models import ContributionRecord, Declaration
-from services.contribution.payments.jobs import close_payments_once
+from services.contribution.payments.jobs import close_payments_once, payment_closer
 from services.contribution.payments.models import Certificate, Payment, PaymentNotification
 from services.contribution.payments.settings import SANDBOX_PLATFORM_KEY_ID, load_public_key
 from tests.conftest import KEYS
@@ -181,6 +181,18 @@ class TestAlipayNotify:
         assert r.json()["items"][0]["flag"] == "paid_after_close" and r.json()["items"][0]["paid_amount_fen"] == 630000
 
 
+    async def test_paid_for_a_cancelled_declaration_is_flagged_for_refund(self, world: PayWorld) -> None:
+        p = await open_alipay(world)
+        async with world.svc.db.sessionmaker() as s, s.begin():
+            d = await s.get(Declaration, p["declaration_id"])
+            assert d is not None
+            d.status = "cancelled"
+        assert (await post_alipay(world, alipay_signed(p))).text == "success"
+        st = await state(world, p["id"])
+        assert st["payment"] == "refund_pending" and st["flag"] == "declaration:declaration_state_conflict"
+        assert st["records"] == 0 and st["certificates"] == 0 and st["alerts"] == ["payment.refund_pending"]
+
+
 # ---- WeChat Pay ----------------------------------------------------------------------------
 
 
@@ -315,6 +327,20 @@ class TestStaffList:
 
 
 class TestClosing:
+    async def test_the_closing_job_runs_until_stopped(self, world: PayWorld) -> None:
+        p = await open_alipay(world)
+        world.svc.clock.advance(minutes=45)
+        world.settings.payment_close_interval_seconds = 0.01
+        stop = asyncio.Event()
+        task = asyncio.create_task(payment_closer(world.svc.app, stop))
+        for _ in range(200):
+            if (await state(world, p["id"]))["payment"] == "closed":
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+        assert (await state(world, p["id"]))["payment"] == "closed"
+
     async def test_an_open_payment_past_its_time_is_replaced_even_before_the_job_runs(self, world: PayWorld) -> None:
         p = await open_alipay(world)
         world.svc.clock.advance(minutes=31)
