@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, common: CommonSettings | None =
         background_jobs=[loss_sweep],
     )
     app.state.pin_hasher = PinHasher(
+        pepper=settings.pin_pepper_bytes(common),
         time_cost=settings.pin_hash_time_cost, memory_kib=settings.pin_hash_memory_kib,
         parallelism=settings.pin_hash_parallelism,
     )

@@ -37,7 +37,7 @@ async def change_pin(
         raise state_conflict(card, allowed={CardStatus.active})
     if card.pin_locked:
         raise PinLocked()
-    if not hasher.verify(card.pin_hash, data.old_pin):
+    if not await hasher.verify(card.pin_hash, card.id, data.old_pin):
         rule = await rule_for(session=session, region_code=card.region_code, on=clock.today())
         card.pin_failed_tries += 1
         left = max(rule.pin_max_tries - card.pin_failed_tries, 0)
@@ -50,7 +50,7 @@ async def change_pin(
         await session.flush()
         raise PinIncorrect(params={"tries_left": left, "pin_locked": card.pin_locked})
     _weak(data.new_pin, card=card, old_pin=data.old_pin)
-    card.pin_hash = hasher.hash(data.new_pin)
+    card.pin_hash = await hasher.hash(card.id, data.new_pin)
     card.initial_pin_unchanged = False
     card.pin_failed_tries = 0
     return await card_view(session=session, card=card, platform=principal.platform)
@@ -71,11 +71,11 @@ async def reset_pin(
         raise state_conflict(card, allowed=allowed)
     if data.new_pin is not None:
         _weak(data.new_pin, card=card)
-        card.pin_hash = hasher.hash(data.new_pin)
+        card.pin_hash = await hasher.hash(card.id, data.new_pin)
         card.initial_pin_unchanged = False
     else:
         rule = await rule_for(session=session, region_code=card.region_code, on=clock.today())
-        card.pin_hash = hasher.hash(initial_pin(rule, id_number=card.id_number))
+        card.pin_hash = await hasher.hash(card.id, initial_pin(rule, id_number=card.id_number))
         card.initial_pin_unchanged = True
     card.pin_failed_tries = 0
     card.pin_locked = False

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
+
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -13,21 +17,37 @@ DESCENDING = "98765432109"
 
 
 class PinHasher:
-    """argon2id with the configured cost; verification is constant-time."""
+    """argon2id of a peppered PIN; verification is constant-time.
 
-    def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int) -> None:
+    Six digits are only a million candidates: a salted hash alone would fall to an
+    offline search of a database dump. The PIN is first keyed with a pepper that
+    never enters the database, and with the card id, so a hash copied onto another
+    card does not verify. Hashing runs in a worker thread (argon2 releases the GIL),
+    never on the event loop.
+    """
+
+    def __init__(self, *, pepper: bytes, time_cost: int, memory_kib: int, parallelism: int) -> None:
+        self._pepper = pepper
         self._ph = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
         )
 
-    def hash(self, pin: str) -> str:
-        return self._ph.hash(pin)
+    def _keyed(self, card_id: str, pin: str) -> bytes:
+        return hmac.new(self._pepper, f"{card_id}:{pin}".encode(), hashlib.sha256).digest()
 
-    def verify(self, pin_hash: str, pin: str) -> bool:
-        try:
-            return self._ph.verify(pin_hash, pin)
-        except (VerificationError, InvalidHashError):
-            return False
+    async def hash(self, card_id: str, pin: str) -> str:
+        """The argon2id hash to store for a card's PIN."""
+        return await asyncio.to_thread(self._ph.hash, self._keyed(card_id, pin))
+
+    async def verify(self, pin_hash: str, card_id: str, pin: str) -> bool:
+        """True when the PIN is the card's."""
+        def check() -> bool:
+            try:
+                return self._ph.verify(pin_hash, self._keyed(card_id, pin))
+            except (VerificationError, InvalidHashError):
+                return False
+
+        return await asyncio.to_thread(check)
 
 
 def weak_reason(pin: str, *, id_number: str, old_pin: str | None = None) -> str | None:

@@ -298,7 +298,7 @@ async def issue_card(
     card.issued_by = actor.actor_id
     card.issued_at = clock.now()
     card.status = CardStatus.issued
-    card.pin_hash = hasher.hash(initial_pin(rule, id_number=card.id_number))
+    card.pin_hash = await hasher.hash(card.id, initial_pin(rule, id_number=card.id_number))
     card.initial_pin_unchanged = True
     card.pin_failed_tries = 0
     card.pin_locked = False

@@ -1,8 +1,10 @@
 """Card service settings (`CARD_*`)."""
 
+import hashlib
+import hmac
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import CommonSettings, ConfigurationError, ServiceSettings
@@ -21,6 +23,8 @@ class Settings(ServiceSettings):
     pin_hash_time_cost: int = Field(default=3, ge=1)
     pin_hash_memory_kib: int = Field(default=65536, ge=8)
     pin_hash_parallelism: int = Field(default=4, ge=1)
+    # Secret mixed into every PIN before hashing (base64 or text); default: derived from SOCIALSEC_PII_HASH_KEY.
+    pin_pepper: SecretStr | None = None
     # How often expired temporary loss reports are lifted in the background.
     loss_sweep_interval_seconds: float = Field(default=300, gt=0)
 
@@ -30,3 +34,9 @@ class Settings(ServiceSettings):
         if not Path(path).exists():
             raise ConfigurationError(f"e-card QR signing key not found at {path} (CARD_QR_SIGNING_KEY_FILE)")
         return Path(path).read_text()
+
+    def pin_pepper_bytes(self, common: CommonSettings) -> bytes:
+        """The PIN pepper: configured, or derived from the shared keyed-hash key (never stored in the database)."""
+        if self.pin_pepper is not None and self.pin_pepper.get_secret_value():
+            return self.pin_pepper.get_secret_value().encode()
+        return hmac.new(common.pii_hash_key_bytes(), b"socialsec card PIN pepper v1", hashlib.sha256).digest()

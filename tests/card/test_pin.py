@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
+from argon2.exceptions import VerificationError
 from sqlalchemy import select, text
 
 from services.common.models import AuditEntry
@@ -139,6 +141,19 @@ class TestChangePin:
             dump = " ".join(str(v) for row in (await s.execute(text("SELECT * FROM cards"))).all() for v in row)
         assert stored.startswith("$argon2id$")
         assert "285714" not in dump and INITIAL not in stored and idn not in dump
+        # Peppered: a dump alone does not allow trying the million six-digit PINs against it.
+        with pytest.raises(VerificationError):
+            PasswordHasher().verify(stored, "285714")
+
+    async def test_a_pin_hash_copied_onto_another_card_does_not_verify(self, flow: Any, idn: str) -> None:
+        mine = await flow.active_card(idn)
+        other_idn = make_id_number("110105", "19900101", "003")
+        await flow.active_card(other_idn, card_no="J00000099")
+        async with flow.svc.db.sessionmaker() as s, s.begin():
+            stolen = (await s.execute(text("SELECT pin_hash FROM cards WHERE id = :i"), {"i": mine["id"]})).scalar_one()
+            await s.execute(text("UPDATE cards SET pin_hash = :h WHERE id <> :i"), {"h": stolen, "i": mine["id"]})
+        r = await flow.change_pin(other_idn, INITIAL, "285714")
+        assert r.status_code == 422 and r.json()["code"] == "pin_incorrect"
 
 
 class TestPinReset:
