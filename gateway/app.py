@@ -24,7 +24,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.docs import docs_router
-from gateway.errors import NotReady
+from gateway.errors import NotReady, RateLimited
 from gateway.issuers import IssuerRegistry, IssuersFileError, load_issuers
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import OpenApiSource
@@ -32,7 +32,7 @@ from gateway.proxy import Forwarder
 from gateway.ratelimit import RateLimits
 from gateway.settings import GatewaySettings
 from services.common.clock import Clock
-from services.common.errors import install_error_handlers, problem_response
+from services.common.errors import install_error_handlers, problem_response, render_domain_error
 from services.common.logging import configure_logging
 from services.common.middleware import RequestContextMiddleware
 from services.common.settings import CommonSettings, ConfigurationError
@@ -54,6 +54,15 @@ class GatewayRouter:
             if first in self.services:
                 await self.forwarder(scope, receive, send, first)
                 return
+            if scope["path"] != "/healthz":
+                # /readyz fans out to every upstream and /openapi.json may too: the address limit applies here as well.
+                client, _ = self.forwarder.client_address(scope)
+                retry = await self.forwarder.limits.check("address", client)
+                if retry is not None:
+                    self.forwarder.metrics.rate_limited.labels("address").inc()
+                    exc = RateLimited(headers={"Retry-After": str(retry)}, params={"retry_after": retry})
+                    await render_domain_error(Request(scope), exc)(scope, receive, send)
+                    return
         await self.public(scope, receive, send)
 
 

@@ -101,7 +101,7 @@ class Forwarder:
         if any(seg in (".", "..") for seg in path.split("/")):
             raise RouteNotFound()
         headers = scope["headers"]
-        client, forwarded_for = self._client_address(scope)
+        client, forwarded_for = self.client_address(scope)
         retry = await self.limits.check("address", client)
         if retry is not None:
             self.metrics.rate_limited.labels("address").inc()
@@ -204,7 +204,7 @@ class Forwarder:
             if not message.get("more_body", False):
                 return
 
-    def _client_address(self, scope: Scope) -> tuple[str, str]:
+    def client_address(self, scope: Scope) -> tuple[str, str]:
         """The client's address (for limits) and the X-Forwarded-For chain to pass on."""
         peer = (scope.get("client") or ("unknown", 0))[0]
         if not self.trusted_proxies or not self._trusted(peer):

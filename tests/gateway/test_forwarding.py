@@ -176,6 +176,9 @@ class TestRateLimits:
         gw = await make_gateway(rate_limit_per_address="2/minute")
         codes = [(await gw.client.get("/card/v1/me")).status_code for _ in range(3)]
         assert codes == [200, 200, 429]
+        r = await gw.client.get("/readyz")  # the gateway's own fan-out routes count too
+        assert r.status_code == 429 and r.headers["retry-after"]
+        assert (await gw.client.get("/healthz")).status_code == 200  # liveness never limited
 
     async def test_metrics_count_requests_by_service_and_status(self, gw):
         await gw.client.get("/card/v1/me")
