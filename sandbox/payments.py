@@ -294,7 +294,7 @@ async def alipay_gateway(request: Request) -> Response:
         return _alipay_refusal(st, "isv.invalid-biz-content", "biz_content 格式错误")
     out_trade_no, amount = biz.get("out_trade_no"), biz.get("total_amount")
     buyer_id, buyer_open_id = biz.get("buyer_id"), biz.get("buyer_open_id")
-    if not out_trade_no or not amount or not (buyer_id or buyer_open_id) or not params.get("notify_url"):
+    if not out_trade_no or not amount or not (buyer_id or buyer_open_id) or not params.get("notify_url") or not params.get("app_id"):
         return _alipay_refusal(st, "ACQ.INVALID_PARAMETER", "参数无效")
     key = (params["app_id"], out_trade_no)
     existing = st.alipay_by_order.get(key)
