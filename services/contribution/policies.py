@@ -150,6 +150,7 @@ async def put_policy(
                 params={"conflicting_effective_from": p.effective_from, "conflicting_effective_to": p.effective_to},
             )
     actor_id = actor.actor_id
+    resumed: list[str] = []
     new = Policy(
         region_code=region_code, effective_from=effective_from, effective_to=body.effective_to,
         from_index=start, to_index=end, avg_wage_fen=body.avg_wage_fen, base_lower_fen=body.base_lower_fen,
@@ -167,6 +168,14 @@ async def put_policy(
             await _supersede(session, p, closed, now)
             OUTBOX.emit(session, type=POLICY_PUBLISHED, subject=f"{region_code}/{closed.effective_from}",
                         data=_published(closed), time=now)
+            if end is not None and (p.to_index is None or p.to_index > end):
+                # Inserted inside a running policy: the running one resumes after the new one ends.
+                tail = _copy(p, now=now, actor=actor_id, effective_from=month_from_index(end + 1), from_index=end + 1)
+                session.add(tail)
+                await session.flush()
+                resumed.append(tail.effective_from)
+                OUTBOX.emit(session, type=POLICY_PUBLISHED, subject=f"{region_code}/{tail.effective_from}",
+                            data=_published(tail), time=now)
         if same is not None:
             await _supersede(session, same, new, now)
         else:
@@ -181,7 +190,7 @@ async def put_policy(
         target_type="policy", target_id=f"{region_code}/{effective_from}", at=now, reason=body.reason,
         details={
             "version": new.id, "replaced_version": same.id if same is not None else None,
-            "closed": [p.effective_from for p in truncate],
+            "closed": [p.effective_from for p in truncate], "resumed": resumed,
             "base_lower_fen": new.base_lower_fen, "base_upper_fen": new.base_upper_fen,
         },
     )

@@ -147,6 +147,22 @@ class TestPutPolicy:
         live = await rows(svc, select(Policy).where(Policy.region_code == "110000", Policy.effective_from == "2026-07"))
         assert sorted((p.base_lower_fen, p.superseded_at is None) for p in live) == [(720000, False), (730000, True)]
 
+    async def test_a_policy_inside_a_running_one_splits_it(self, svc: Any) -> None:
+        h = svc.headers(staff("admin"))
+        r = await svc.client.put(f"{P}/110000/2026-01", json=policy_body(effective_to="2026-06"), headers=h)
+        assert r.status_code == 201, r.text
+        spans = []
+        for month in ("2025-12", "2026-01", "2026-06", "2026-07", "2030-01"):
+            got = (await svc.client.get(f"{P}/110000", params={"on": month})).json()
+            spans.append((month, got["effective_from"], got["effective_to"], got["base_lower_fen"]))
+        assert spans == [
+            ("2025-12", "2025-07", "2025-12", 695700),
+            ("2026-01", "2026-01", "2026-06", 720000),
+            ("2026-06", "2026-01", "2026-06", 720000),
+            ("2026-07", "2026-07", None, 695700),
+            ("2030-01", "2026-07", None, 695700),
+        ]
+
     async def test_overlap_with_a_later_policy(self, svc: Any) -> None:
         h = svc.headers(staff("admin"))
         assert (await svc.client.put(f"{P}/110000/2026-07", json=policy_body(), headers=h)).status_code == 201
