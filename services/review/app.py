@@ -24,7 +24,7 @@ async def sweep_job(app: FastAPI, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             async with app.state.db.sessionmaker() as session:
-                result = await sweep(session=session, clock=app.state.clock)
+                result = await sweep(session=session, clock=app.state.clock, commit_each_batch=True)
                 await session.commit()
             if result.transitions:
                 log.info("sweep: %d transitions, %d suspended", result.transitions, result.suspended)

@@ -259,8 +259,14 @@ async def staff_suspend(
     return suspension_out(s)
 
 
-async def sweep(*, session: AsyncSession, clock: Clock) -> SweepOut:
-    """Record every pensioner's state transitions and suspend past the grace (idempotent)."""
+async def sweep(
+    *, session: AsyncSession, clock: Clock, commit_each_batch: bool = False
+) -> SweepOut:
+    """Record every pensioner's state transitions and suspend past the grace (idempotent).
+
+    The scheduled job commits after each batch so a large table is never locked as a whole; a
+    staff-triggered sweep runs in its request's transaction.
+    """
     today = clock.today()
     rules: dict[str, ReviewRule | None] = {}
     examined = transitions = suspended = 0
@@ -296,4 +302,6 @@ async def sweep(*, session: AsyncSession, clock: Clock) -> SweepOut:
             transitions += int(moved)
             suspended += int(now_suspended)
         await session.flush()
+        if commit_each_batch:
+            await session.commit()
     return SweepOut(run_at=clock.now(), today=today, examined=examined, transitions=transitions, suspended=suspended)

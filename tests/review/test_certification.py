@@ -307,7 +307,10 @@ class TestSweep:
         assert r.json()["resumed"]["back_pay_months"] == ["2026-08", "2026-09"]
         assert (await run())["transitions"] == 0
 
-    async def test_many_pensioners_in_batches(self, svc, feed):
+    async def test_many_pensioners_in_batches(self, svc, feed, monkeypatch):
+        from services.review import certification
+
+        monkeypatch.setattr(certification, "SWEEP_BATCH", 5)
         for n in range(1, 13):
             await feed.award(idn(n), from_date=date(2024, 12, 1) if n % 2 else date(2025, 6, 1))
         r = await svc.client.post("/review/v1/sweeps", headers=svc.headers(staff()))
