@@ -166,6 +166,7 @@ async def list_person_declarations(
             from services.common.pagination import CursorInvalid
 
             raise CursorInvalid() from None
+        at = aware(at)
         stmt = stmt.where(or_(Declaration.created_at < at, and_(Declaration.created_at == at, Declaration.id < last_id)))
     rows = list(
         (await session.execute(stmt.order_by(Declaration.created_at.desc(), Declaration.id.desc()).limit(limit + 1)))

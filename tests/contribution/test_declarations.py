@@ -141,6 +141,11 @@ class TestReadConfirmCancel:
         second = (await svc.client.get(D, params={"limit": 2, "cursor": first["next_cursor"]}, headers=h)).json()
         assert [i["months"] for i in second["items"]] == [["2026-02"]] and second["next_cursor"] is None
         assert (await svc.client.get(D, params={"cursor": "%%%"}, headers=h)).status_code == 422
+        from services.common.pagination import encode_cursor
+
+        naive = encode_cursor(["2026-03-10T02:00:01", "zzzz"])
+        r = await svc.client.get(D, params={"cursor": naive}, headers=h)
+        assert r.status_code == 200 and len(r.json()["items"]) == 2
 
 
 class TestExpiry:
