@@ -73,7 +73,7 @@ def create_app(
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     jwks_transport: httpx.AsyncBaseTransport | None = None,
 ) -> ASGIApp:
-    """The gateway application (an ASGI app; its FastAPI part is at `.state`-bearing `app.public`)."""
+    """The gateway application: a plain ASGI app; its own routes and state live on `app.public` (FastAPI)."""
     settings = settings or GatewaySettings()
     common = CommonSettings()
     configure_logging("gateway", common.log_level, common.log_json)

@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.errors import (
-    IssuerKeysUnavailable,
     PayloadTooLarge,
     RateLimited,
     RouteNotFound,
@@ -242,5 +241,3 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
             return v.decode("latin-1")
     return None
 
-
-__all__ = ["Forwarder", "IssuerKeysUnavailable"]
