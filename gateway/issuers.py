@@ -11,6 +11,7 @@ gateway into a load generator against the platform.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections import OrderedDict
@@ -116,29 +117,34 @@ def parse_jwks(document: Any) -> dict[str | None, dict[str, Any]]:
     return out
 
 
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
 class VerifiedTokens:
     """Tokens already verified, with their principal, until they expire (at most `ttl` seconds).
 
-    Keyed by the exact token text, so any altered byte is verified afresh. Cleared when
+    Keyed by a SHA-256 of the exact token text, so any altered byte is verified afresh. Cleared when
     the issuers or their keys change; bounded in size (oldest first out).
     """
 
     def __init__(self, max_entries: int = 10_000, ttl: float = 60.0) -> None:
         self.max_entries = max_entries
         self.ttl = ttl
-        self.entries: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self.entries: OrderedDict[bytes, tuple[float, dict[str, Any]]] = OrderedDict()
 
     def get(self, token: str, now: float) -> dict[str, Any] | None:
-        hit = self.entries.get(token)
+        key = _digest(token)
+        hit = self.entries.get(key)
         if hit is None:
             return None
         if now >= hit[0]:
-            self.entries.pop(token, None)
+            self.entries.pop(key, None)
             return None
         return hit[1]
 
     def put(self, token: str, principal: dict[str, Any], *, until: float, now: float) -> None:
-        self.entries[token] = (min(until, now + self.ttl), principal)
+        self.entries[_digest(token)] = (min(until, now + self.ttl), principal)
         while len(self.entries) > self.max_entries:
             self.entries.popitem(last=False)
 
