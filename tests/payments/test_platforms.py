@@ -156,6 +156,22 @@ class TestAlipayTradeCreate:
             with pytest.raises(alipay.AlipayError):
                 await alipay.create_trade(_alipay_config(), client, out_trade_no="P1", amount_fen=1, subject="s", buyer_user_id="u", now=NOW)
 
+    async def test_response_node_is_found_as_a_top_level_key_only(self) -> None:
+        node = '{"code":"10000","msg":"Success","out_trade_no":"P1","trade_no":"T2"}'
+        sign = ind.sha256_rsa(_alipay_platform_key(), node.encode())
+        decoy = json.dumps({"note": '"alipay_trade_create_response":{"code":"10000","trade_no":"FAKE"}'})
+        text = f'{{"x": {decoy}, "alipay_trade_create_response":{node},"sign":"{sign}"}}'
+        transport = httpx.MockTransport(lambda r: httpx.Response(200, text=text))
+        async with httpx.AsyncClient(transport=transport) as client:
+            created = await alipay.create_trade(_alipay_config(), client, out_trade_no="P1", amount_fen=1, subject="s", buyer_user_id="u", now=NOW)
+        assert created.trade_no == "T2"
+
+    @pytest.mark.parametrize("text", ["", "[]", '{"a":1', '{"a" 1}', '{"alipay_trade_create_response":1}', "not json",
+                                      '{"alipay_trade_create_response":{},"alipay_trade_create_response":{}}'])
+    def test_malformed_responses_are_refused(self, text: str) -> None:
+        with pytest.raises(alipay.AlipayError):
+            alipay.response_node(text, "alipay_trade_create_response")
+
     async def test_response_node_is_verified_as_sent(self) -> None:
         # Whitespace inside the node is part of what Alipay signed.
         node = '{ "code": "10000", "msg": "Success", "out_trade_no": "P1", "trade_no": "T1" }'

@@ -112,24 +112,49 @@ def trade_create_params(
 
 
 def response_node(text: str, node: str) -> tuple[str, dict[str, object], str | None]:
-    """The exact text of a response node (what Alipay signed), the node parsed, and the sign."""
+    """The exact text of a top-level response node (what Alipay signed), the node parsed, and the sign."""
+    decoder = json.JSONDecoder()
+    ws = " \t\r\n"
+    raw_node: str | None = None
+    parsed: dict[str, object] = {}
     try:
-        doc = json.loads(text)
-    except ValueError as exc:
+        pos = len(text) - len(text.lstrip(ws))
+        if text[pos] != "{":
+            raise AlipayError("response is not a JSON object")
+        pos += 1
+        while True:
+            while text[pos] in ws:
+                pos += 1
+            if text[pos] == "}":
+                break
+            key, pos = decoder.raw_decode(text, pos)
+            while text[pos] in ws:
+                pos += 1
+            if text[pos] != ":":
+                raise AlipayError("malformed response")
+            pos += 1
+            while text[pos] in ws:
+                pos += 1
+            value, end = decoder.raw_decode(text, pos)
+            if key in parsed:
+                raise AlipayError("duplicate key in response")
+            parsed[key] = value
+            if key == node:
+                raw_node = text[pos:end]
+            pos = end
+            while text[pos] in ws:
+                pos += 1
+            if text[pos] == ",":
+                pos += 1
+            elif text[pos] != "}":
+                raise AlipayError("malformed response")
+    except (ValueError, IndexError) as exc:
         raise AlipayError("response is not JSON") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get(node), dict):
+    body = parsed.get(node)
+    if raw_node is None or not isinstance(body, dict):
         raise AlipayError(f"response has no {node}")
-    marker = f'"{node}"'
-    at = text.find(marker)
-    if at < 0:
-        raise AlipayError(f"response has no {node}")
-    colon = text.index(":", at + len(marker))
-    start = colon + 1
-    while text[start] in " \t\r\n":
-        start += 1
-    _, end = json.JSONDecoder().raw_decode(text, start)
-    sign = doc.get("sign")
-    return text[start:end], doc[node], sign if isinstance(sign, str) else None
+    sign = parsed.get("sign")
+    return raw_node, body, sign if isinstance(sign, str) else None
 
 
 @dataclass(frozen=True)
