@@ -191,6 +191,17 @@ async def create_employer_declaration(
     return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
 
 
+@router.get("/employers/{credit_code}/declarations", response_model=DeclarationPage, responses=_REFUSALS,
+            summary="The unit's declarations and assessments, newest first")
+async def list_employer_declarations(
+    session: DbSession, principal: EmployerOrStaff, credit_code: CreditPath, limit: Limit = 50, cursor: Cursor = None,
+) -> DeclarationPage:
+    if principal.kind == PrincipalKind.employer:
+        employers.check_own_unit(principal, credit_code)
+    rows, nxt = await service.list_employer_declarations(session=session, credit_code=credit_code, limit=limit, cursor=cursor)
+    return DeclarationPage(items=[service.list_item(d) for d in rows], next_cursor=nxt)
+
+
 @router.get("/employers/{credit_code}/declarations/{declaration_id}", response_model=DeclarationOut,
             responses={404: {"description": "not this unit's"}, **_REFUSALS})
 async def get_employer_declaration(

@@ -12,14 +12,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Select, and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.clock import Clock, aware
 from services.common.enums import Category, LinePayer, PaidBy
 from services.common.identifiers import month_index
-from services.common.pagination import decode_cursor, encode_cursor
+from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
 from services.common.pii import id_hash
 from services.common.principal import Principal, PrincipalKind
 from services.contribution.errors import (
@@ -158,15 +158,27 @@ async def list_person_declarations(
     stmt = select(Declaration).where(
         Declaration.person_key == id_hash(principal.id_number), Declaration.source.in_(PERSON_SOURCES)
     )
+    return await page_of_declarations(session=session, stmt=stmt, limit=limit, cursor=cursor)
+
+
+async def list_employer_declarations(
+    *, session: AsyncSession, credit_code: str, limit: int, cursor: str | None
+) -> tuple[list[Declaration], str | None]:
+    """A unit's declarations and assessments, newest first (keyset pages)."""
+    stmt = select(Declaration).where(Declaration.credit_code == credit_code, Declaration.source.in_(EMPLOYER_SOURCES))
+    return await page_of_declarations(session=session, stmt=stmt, limit=limit, cursor=cursor)
+
+
+async def page_of_declarations(
+    *, session: AsyncSession, stmt: Select[tuple[Declaration]], limit: int, cursor: str | None
+) -> tuple[list[Declaration], str | None]:
+    """One page of declarations by (created_at, id) descending, after an opaque cursor."""
     key = decode_cursor(cursor)
     if key is not None:
         try:
-            at, last_id = datetime.fromisoformat(str(key[0])), str(key[1])
+            at, last_id = aware(datetime.fromisoformat(str(key[0]))), str(key[1])
         except (ValueError, IndexError):
-            from services.common.pagination import CursorInvalid
-
             raise CursorInvalid() from None
-        at = aware(at)
         stmt = stmt.where(or_(Declaration.created_at < at, and_(Declaration.created_at == at, Declaration.id < last_id)))
     rows = list(
         (await session.execute(stmt.order_by(Declaration.created_at.desc(), Declaration.id.desc()).limit(limit + 1)))

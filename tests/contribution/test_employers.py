@@ -86,6 +86,11 @@ class TestEmployerDeclaration:
         assert (await svc.client.get(f"{url()}/{body['id']}", headers=svc.headers(staff("operator")))).status_code == 200
         assert (await svc.client.get(f"{url(OTHER_UNIT)}/{body['id']}", headers=svc.headers(staff()))).status_code == 404
         assert (await svc.client.get(f"{url(OTHER_UNIT)}/{body['id']}", headers=svc.headers(employer(UNIT)))).status_code == 403
+        listing = await svc.client.get(url(), headers=svc.headers(employer(UNIT)))
+        assert listing.status_code == 200 and [i["id"] for i in listing.json()["items"]] == [body["id"]]
+        assert (await svc.client.get(url(), headers=svc.headers(employer(OTHER_UNIT)))).status_code == 403
+        assert (await svc.client.get(url(OTHER_UNIT), headers=svc.headers(staff()))).json()["items"] == []
+        assert (await svc.client.get(url(), headers=svc.headers(citizen(ALICE)))).status_code == 403
 
     async def test_late_declaration_17_days_after_the_deadline(self, svc: Any) -> None:
         await three_employees(svc)
