@@ -159,7 +159,7 @@ async def lift_expired_losses(*, session: AsyncSession, clock: Clock, limit: int
             select(Card)
             .where(Card.status == CardStatus.temporarily_lost, Card.loss_lifts_on <= clock.today())
             .limit(limit)
-            .with_for_update()
+            .with_for_update(skip_locked=True)
         )
     ).scalars().all()
     for card in cards:

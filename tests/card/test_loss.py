@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 
+from services.card.app import loss_sweep
 from services.card.events import CARD_LOST, CARD_REPLACED
 from services.card.service import lift_expired_losses
 from services.common.models import OutboxEvent
@@ -62,6 +64,23 @@ class TestReportLoss:
         flow.svc.clock.set(datetime(2026, 3, 16, 16, 0, tzinfo=UTC))
         async with flow.svc.db.sessionmaker() as s, s.begin():
             assert await lift_expired_losses(session=s, clock=flow.svc.clock) == 1
+        assert (await flow.card_row(card["id"])).status == "active"
+
+    async def test_background_sweep_lifts_on_its_day(self, flow: Any) -> None:
+        idn = make_id_number("510104", "19700101", "001")  # Chengdu: 7 days
+        card = await flow.active_card(idn, region="510104")
+        await flow.client.post(URL, json={"kind": "temporary"}, headers=flow.h(flow.citizen(idn)))
+
+        class OneRound(asyncio.Event):
+            async def wait(self) -> Literal[True]:
+                self.set()
+                return True
+
+        flow.svc.clock.set(datetime(2026, 3, 16, 15, 59, tzinfo=UTC))  # still the 16th in Chengdu
+        await loss_sweep(flow.svc.app, OneRound())
+        assert (await flow.card_row(card["id"])).status == "temporarily_lost"
+        flow.svc.clock.set(datetime(2026, 3, 16, 16, 0, tzinfo=UTC))  # the 17th
+        await loss_sweep(flow.svc.app, OneRound())
         assert (await flow.card_row(card["id"])).status == "active"
 
     async def test_hotline_names_the_holder(self, flow: Any, idn: str) -> None:
