@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Select, and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -170,7 +171,7 @@ async def list_employer_declarations(
 
 
 async def page_of_declarations(
-    *, session: AsyncSession, stmt: Select[tuple[Declaration]], limit: int, cursor: str | None
+    *, session: AsyncSession, stmt: Select[Any], limit: int, cursor: str | None
 ) -> tuple[list[Declaration], str | None]:
     """One page of declarations by (created_at, id) descending, after an opaque cursor."""
     key = decode_cursor(cursor)
