@@ -167,12 +167,15 @@ def create_app(
                 return name, type(exc).__name__
         results = dict(await asyncio.gather(*(probe(n, u) for n, u in upstreams.items())))
         down = sorted(n for n, v in results.items() if v != "ok")
+        # Informational: keys load lazily and are retried, so an issuer without keys does not fail readiness.
+        issuers = {s.config.name: "keys loaded" if s.keys else "keys not loaded" for s in registry.by_iss.values()}
         if down:
             return problem_response(
                 request, status=503, code=NotReady.code, title=NotReady.title_en,
-                detail=f"upstreams not ready: {', '.join(down)}", extra={"upstreams_down": down, "upstreams": results},
+                detail=f"upstreams not ready: {', '.join(down)}",
+                extra={"upstreams_down": down, "upstreams": results, "issuers": issuers},
             )
-        return {"status": "ready", "upstreams": results}
+        return {"status": "ready", "upstreams": results, "issuers": issuers}
 
     @public.get("/metrics", include_in_schema=False)
     async def metrics_route() -> Response:

@@ -20,6 +20,7 @@ class TestHealth:
         r = await gw.client.get("/readyz")
         assert r.status_code == 200
         assert r.json()["upstreams"] == {n: "ok" for n in ("registration", "contribution", "card", "review")}
+        assert set(r.json()["issuers"]) == {"sandbox-alipay", "sandbox-wechat"}
 
     async def test_readyz_lists_the_upstreams_down(self, gw):
         gw.upstreams["card"].ready = False
