@@ -42,6 +42,7 @@ from services.card.schemas import (
 )
 from services.common.audit import record_audit
 from services.common.clock import Clock, aware
+from services.common.errors import ValidationFailed
 from services.common.events import Outbox
 from services.common.models import IdempotencyKey
 from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
@@ -185,6 +186,11 @@ async def card_view(*, session: AsyncSession, card: Card, platform: str | None =
 
 async def apply_for_card(*, session: AsyncSession, principal: Principal, clock: Clock) -> CardOut:
     """申领: open a card record in `applied` for an enrolled person or a pensioner."""
+    if not principal.name:
+        raise ValidationFailed(
+            detail_zh="实名凭证中没有姓名，无法申领", detail_en="The real-name token carries no name",
+            errors=[{"field": "name", "code": "missing", "message_zh": "缺少实名姓名", "message_en": "No real name"}],
+        )
     holder_hash = id_hash(principal.id_number or "")
     enrolment = (
         await session.execute(
@@ -203,7 +209,7 @@ async def apply_for_card(*, session: AsyncSession, principal: Principal, clock: 
         raise EnrolmentRequired()
     card = Card(
         id=str(uuid.uuid4()), id_hash=holder_hash, live_key=holder_hash, id_number=principal.id_number,
-        holder_name=principal.name or "", region_code=region, status=CardStatus.applied, applied_at=clock.now(),
+        holder_name=principal.name, region_code=region, status=CardStatus.applied, applied_at=clock.now(),
         activation_mismatches=0, activation_locked=False, initial_pin_unchanged=True, pin_failed_tries=0,
         pin_locked=False,
     )

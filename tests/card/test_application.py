@@ -34,6 +34,12 @@ class TestApply:
         assert r.status_code == 409
         assert r.json()["code"] == "enrolment_required"
 
+    async def test_token_without_a_name_is_refused(self, flow: Any, idn: str) -> None:
+        await flow.enrol(idn)
+        prn = {k: v for k, v in flow.citizen(idn).items() if k != "name"}
+        r = await flow.client.post("/card/v1/me/applications", headers=flow.h(prn))
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "name"
+
     async def test_malformed_body_is_400(self, flow: Any, idn: str) -> None:
         await flow.enrol(idn)
         r = await flow.client.post(
