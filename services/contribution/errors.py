@@ -148,3 +148,10 @@ class AuthorizationNotFound(DomainError):
     code = "authorization_not_found"
     title_zh = "授权不存在"
     title_en = "Authorization not found"
+
+
+class PaymentInProgress(DomainError):
+    status = 409
+    code = "payment_in_progress"
+    title_zh = "该申报有正在进行的支付，请完成或等待其关闭后再撤销"
+    title_en = "A payment of this declaration is in progress"

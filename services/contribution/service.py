@@ -30,6 +30,7 @@ from services.contribution.errors import (
     DeclarationStateConflict,
     MonthAlreadyDeclared,
     NotEnrolled,
+    PaymentInProgress,
 )
 from services.contribution.events import DECLARATION_PAID, DeclarationPaid
 from services.contribution.models import (
@@ -367,6 +368,10 @@ async def cancel_declaration(*, session: AsyncSession, declaration: Declaration,
             detail_zh="该申报不能撤销", detail_en="This declaration cannot be cancelled",
             params={"status": declaration.status},
         )
+    payments = (await payments_of(session=session, declaration_ids=[declaration.id]))[declaration.id]
+    if any(p.status == "open" for p in payments):
+        # Cancelling now would let the platform take money for months no longer held.
+        raise PaymentInProgress(params={"payment_ids": [p.id for p in payments if p.status == "open"]})
     declaration.status = DeclarationStatus.cancelled
     declaration.closed_at = now
     await release_periods(session=session, declaration_id=declaration.id)

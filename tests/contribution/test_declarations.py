@@ -130,6 +130,28 @@ class TestReadConfirmCancel:
         assert r.status_code == 409 and r.json()["code"] == "declaration_state_conflict"
         assert (await declare(svc)).status_code == 201  # the months are free again
 
+    async def test_no_cancel_while_a_payment_is_open(self, svc: Any) -> None:
+        from services.contribution import service as declarations
+        from services.contribution.schemas import PaymentSummary
+
+        await enrol_self(svc, ALICE)
+        decl = (await declare(svc)).json()
+        h = svc.headers(citizen(ALICE))
+        await svc.client.post(f"{D}/{decl['id']}/confirm", headers=h)
+
+        async def one_open(session: Any, ids: list[str]) -> dict[str, list[PaymentSummary]]:
+            return {i: [PaymentSummary(id="p-open", channel="alipay", status="open")] for i in ids}
+
+        declarations.register_payment_loader(one_open)
+        try:
+            shown = await svc.client.get(f"{D}/{decl['id']}", headers=h)
+            assert [p["id"] for p in shown.json()["payments"]] == ["p-open"]
+            r = await svc.client.post(f"{D}/{decl['id']}/cancel", headers=h)
+            assert r.status_code == 409 and r.json()["code"] == "payment_in_progress"
+        finally:
+            declarations._payment_loaders.remove(one_open)
+        assert (await svc.client.post(f"{D}/{decl['id']}/cancel", headers=h)).json()["status"] == "cancelled"
+
     async def test_list_pages(self, svc: Any) -> None:
         await enrol_self(svc, ALICE)
         for m in ("2026-02", "2026-03", "2026-04"):
