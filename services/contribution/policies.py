@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +18,7 @@ from services.contribution.models import Policy
 from services.contribution.schemas import Grade, PolicyIn, PolicyOut
 
 OUTBOX = Outbox("contribution")
+_POLICY_LOCK = 7_400_000_000  # advisory-lock namespace for policy changes, plus the region code
 
 
 def covers(policy: Policy, month: str) -> bool:
@@ -125,6 +126,10 @@ async def put_policy(
             errors=[{"field": "effective_to", "code": "policy_period_invalid",
                      "message_zh": "结束月份早于开始月份", "message_en": "before effective_from"}],
         )
+    if session.get_bind().dialect.name == "postgresql":
+        # Changes to one region's periods run one at a time (SQLite writers are serialized already):
+        # row locks alone would not stop two new, overlapping periods from being added at once.
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POLICY_LOCK + int(region_code)})
     rows = list(
         (
             await session.execute(

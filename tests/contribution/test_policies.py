@@ -170,6 +170,20 @@ class TestPutPolicy:
         assert r.status_code == 409 and r.json()["code"] == "policy_overlap"
         assert r.json()["conflicting_effective_from"] == "2026-07"
 
+    async def test_concurrent_additions_never_overlap(self, svc: Any) -> None:
+        import asyncio
+
+        h = svc.headers(staff("admin"))
+        results = await asyncio.gather(
+            svc.client.put(f"{P}/110000/2026-07", json=policy_body(), headers=h),
+            svc.client.put(f"{P}/110000/2026-09", json=policy_body(), headers=h),
+        )
+        codes = sorted(r.status_code for r in results)
+        assert codes in ([201, 201], [201, 409]), [r.text for r in results]
+        live = await rows(svc, select(Policy).where(Policy.region_code == "110000", Policy.superseded_at.is_(None)))
+        spans = sorted((p.from_index, p.to_index if p.to_index is not None else 10**9) for p in live)
+        assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
+
     async def test_new_region_policy_wins_over_the_province(self, svc: Any) -> None:
         h = svc.headers(staff("admin"))
         r = await svc.client.put(f"{P}/110105/2026-01", json=policy_body(base_lower_fen=700000), headers=h)
