@@ -73,7 +73,7 @@ WORKING_AGE = 16
 
 def check_own(principal: Principal, credit_code: str) -> None:
     """An employer acts only on its own credit code (403 otherwise); staff on all."""
-    if principal.kind == PrincipalKind.employer and principal.credit_code != credit_code:
+    if principal.kind == PrincipalKind.employer and (principal.credit_code or "").strip().upper() != credit_code:
         raise NotOwnEmployer()
 
 

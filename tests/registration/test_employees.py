@@ -226,3 +226,22 @@ class TestSeparation:
         assert refused["code"] == "start_month_overlaps" and refused["earliest_start_month"] == "2026-02"
         flexible = await reg.enrol_self(start_month="2026-02")
         assert flexible["category"] == "flexible" and flexible["person_id"] == out["person_id"]
+
+
+class TestConcurrentEmployers:
+    async def test_simultaneous_registrations_and_enrolments_one_wins(self, reg: Reg) -> None:
+        import asyncio
+
+        employer_body = {"credit_code": CC_A, "name": "北京示例科技有限公司", "region_code": "110105", "address": "示例路",
+                         "contact": "李四", "work_injury_class": 2}
+        results = await asyncio.gather(*[
+            reg.client.post(f"{BASE}/employers", json=employer_body, headers=reg.h(employer(CC_A))) for _ in range(3)])
+        assert sorted(r.status_code for r in results) == [201, 409, 409]
+        results = await asyncio.gather(*[
+            reg.client.post(f"{BASE}/employers/{CC_A}/employees", json=body(), headers=reg.h(employer(CC_A)))
+            for _ in range(3)])
+        assert sorted(r.status_code for r in results) == [201, 409, 409], [r.text for r in results]
+        assert {r.json()["code"] for r in results if r.status_code == 409} == {"employee_already_enrolled"}
+        assert len(await reg.rows("SELECT id FROM enrolments")) == 1
+        assert len(await reg.rows("SELECT id FROM persons")) == 1
+        assert len(await reg.events("registration.person.enrolled.v1")) == 1
