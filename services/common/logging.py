@@ -53,3 +53,7 @@ def configure_logging(service: str, level: str = "INFO", as_json: bool = True) -
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).propagate = False
         logging.getLogger(noisy).handlers = []
+    # httpx and httpcore log every request at INFO: the feed consumers poll every
+    # second, so those lines would drown the service's own. Warnings still show.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
