@@ -135,7 +135,10 @@ def _strip(value: object) -> object:
 
 IdNumber = Annotated[str, BeforeValidator(_strip), Field(max_length=32), AfterValidator(_id_number)]
 CreditCode = Annotated[str, BeforeValidator(_strip), Field(max_length=32), AfterValidator(_credit_code)]
-RegionCode = Annotated[str, Field(max_length=6, min_length=6, examples=["110105"]), AfterValidator(_region_code)]
+# No length bounds on the field itself: every malformed code (short, long, letters)
+# reaches the validator and answers `region_code_invalid`, not `validation_failed`.
+RegionCode = Annotated[str, Field(examples=["110105"], json_schema_extra={"pattern": "^[1-9][0-9]{5}$"}),
+                       AfterValidator(_region_code)]
 Month = Annotated[str, Field(max_length=7, examples=["2026-03"]), AfterValidator(_month)]
 
 

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from services.common.clock import Clock
 from services.common.db import DbSession
 from services.common.idempotency import run_idempotent
+from services.common.identifiers import RegionCode
 from services.common.pagination import Page, decode_cursor, encode_cursor
 from services.common.pii import id_hash
 from services.common.principal import Principal, PrincipalKind, require
@@ -35,7 +36,7 @@ from services.contribution.schemas import (
 
 router = APIRouter(prefix="/contribution/v1", tags=["contribution"])
 
-RegionPath = Annotated[str, Path(pattern=r"^[1-9]\d{5}$", examples=["110105"])]
+RegionPath = Annotated[RegionCode, Path(examples=["110105"])]
 MonthPath = Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2025-07"])]
 CreditPath = Annotated[str, Path(min_length=18, max_length=18)]
 IdPath = Annotated[str, Path(min_length=1, max_length=36)]

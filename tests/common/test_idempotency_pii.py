@@ -6,9 +6,11 @@ import asyncio
 import logging
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import func, select, text
 
 from services.common.identifiers import (
+    RegionCode,
     id_number_info,
     is_valid_credit_code,
     is_valid_id_number,
@@ -173,6 +175,13 @@ class TestIdentifiers:
         assert is_valid_credit_code("91350100M000100Y43")
         assert not is_valid_credit_code("91350100M000100Y44")
         assert not is_valid_credit_code("91350100I000100Y43")  # I is not in the alphabet
+
+    @pytest.mark.parametrize("bad", ["11010", "1101050", "A10105", "010105", "11 105", "1" * 10_000])
+    def test_every_malformed_region_code_says_so(self, bad):
+        with pytest.raises(ValidationError) as caught:
+            TypeAdapter(RegionCode).validate_python(bad)
+        assert [e["type"] for e in caught.value.errors()] == ["region_code_invalid"]
+        assert TypeAdapter(RegionCode).validate_python("110105") == "110105"
 
     def test_region_fallback(self):
         assert region_candidates("110105") == ["110105", "110100", "110000"]

@@ -71,7 +71,9 @@ class TestGetPolicy:
         assert r.status_code == 404 and r.json()["code"] == "policy_not_found"
 
     async def test_bad_input(self, svc: Any) -> None:
-        assert (await svc.client.get(f"{P}/11010", params={"on": "2026-03"})).status_code == 422
+        for bad in ("11010", "1101050", "A10105", "010105"):
+            r = await svc.client.get(f"{P}/{bad}", params={"on": "2026-03"})
+            assert r.status_code == 422 and r.json()["code"] == "region_code_invalid", (bad, r.text)
         r = await svc.client.get(f"{P}/110000", params={"on": "2026-13"})
         assert r.status_code == 422 and r.json()["code"] == "validation_failed"
 

@@ -107,7 +107,7 @@ class TestQuote:
             (flexible(["2026-03"], base=-1), "validation_failed"),
             (flexible(["2026-03"], base=695700.5), "validation_failed"),  # type: ignore[arg-type]
             (flexible(["2026-03"], base="695700"), "validation_failed"),  # type: ignore[arg-type]
-            (flexible(["2026-03"], region="11010"), "validation_failed"),
+            (flexible(["2026-03"], region="11010"), "region_code_invalid"),
             (flexible(["2026-03"], region="A10105"), "region_code_invalid"),
             ({**flexible(["2026-03"]), "category": "retired"}, "validation_failed"),
             ({"category": "resident", "region_code": "110105", "base_fen": 695700, "months": ["2026-03"]}, "validation_failed"),

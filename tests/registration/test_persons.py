@@ -157,7 +157,7 @@ class TestRegionalRules:
         problem(await reg.client.put(url, json={"flexible_non_local_allowed": True}, headers=reg.h(STAFF_ADMIN)),
                 422, "validation_failed")
         problem(await reg.client.put(f"{BASE}/regional-rules/11000/2026-04-01", json=rule, headers=reg.h(STAFF_ADMIN)),
-                422, "validation_failed")
+                422, "region_code_invalid")
         created = await reg.client.put(url, json=rule, headers=reg.h(STAFF_ADMIN))
         assert created.status_code == 201 and created.json()["effective_from"] == "2026-04-01"
         replaced = await reg.client.put(url, json={**rule, "flexible_non_local_allowed": False, "note": "撤回"},

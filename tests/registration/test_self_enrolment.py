@@ -42,7 +42,7 @@ class TestSelfEnrolment:
             ({"insurance_types": ["work_injury"]}, "insurance_type_not_allowed"),
             ({"insurance_types": []}, "validation_failed"),
             ({"household_region_code": None}, "household_region_required"),
-            ({"region_code": "1101"}, "validation_failed"),
+            ({"region_code": "1101"}, "region_code_invalid"),
             ({"region_code": "11010a"}, "region_code_invalid"),
             ({"start_month": "2026-04"}, "start_month_out_of_range"),
             ({"start_month": "2025-12"}, "start_month_out_of_range"),
