@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -46,7 +47,8 @@ def citizen(
     idn = id_number or make_id_number()
     return {
         "kind": "citizen",
-        "sub": sub or f"{platform}-user-{idn[-6:]}",
+        # The platform's user id is opaque (never derived from the id number's digits), stable per person.
+        "sub": sub or f"{platform}-" + hashlib.sha256(f"{platform}:{idn}".encode()).hexdigest()[:16],
         "issuer": f"sandbox-{platform}",
         "platform": platform,
         "id_number": idn,

@@ -35,11 +35,12 @@ from services.card.schemas import (
 from services.common.clock import Clock
 from services.common.db import DbSession
 from services.common.errors import render_domain_error
+from services.common.events import ReadModelRoute
 from services.common.idempotency import HEADER, run_idempotent
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from services.common.principal import Principal, StaffRoleRequired, require
 
-router = APIRouter(prefix="/card/v1", tags=["card"])
+router = APIRouter(prefix="/card/v1", tags=["card"], route_class=ReadModelRoute)
 
 CHANNELS = ["bank", "hospital", "window", "hotline"]
 

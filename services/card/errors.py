@@ -36,6 +36,7 @@ class EnrolmentRequired(DomainError):
     code = "enrolment_required"
     title_zh = "申领社保卡需要有效的参保登记"
     title_en = "Applying for a card needs an open enrolment (or a pension)"
+    read_model = "registration"
 
 
 class CardAlreadyExists(DomainError):

@@ -32,6 +32,10 @@ class DomainError(Exception):
     code: ClassVar[str] = "bad_request"
     title_zh: ClassVar[str] = "请求无效"
     title_en: ClassVar[str] = "Bad request"
+    # The producer whose events this refusal is read from (a read model), if any:
+    # such a refusal may only mean the latest events are not applied yet, and
+    # `events.ReadModelRoute` retries it once after catching up.
+    read_model: ClassVar[str | None] = None
 
     def __init__(
         self,

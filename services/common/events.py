@@ -19,12 +19,14 @@ import asyncio
 import hmac
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -183,6 +185,9 @@ class FeedConsumer:
         self.interval = interval
         self._client = client
         self._own_client = client is None
+        # One batch at a time per process: the background loop and a request's
+        # catch-up never apply the same batch side by side.
+        self._lock = asyncio.Lock()
 
     async def _fetch(self, cursor: str) -> FeedPage:
         if self._client is None:
@@ -202,6 +207,10 @@ class FeedConsumer:
 
     async def poll_once(self) -> int:
         """Fetch one batch and apply it with the new cursor in one transaction; the count applied."""
+        async with self._lock:
+            return await self._apply_next_batch()
+
+    async def _apply_next_batch(self) -> int:
         cursor = await self.current_cursor()
         page = await self._fetch(cursor)
         if not page.items:
@@ -235,6 +244,18 @@ class FeedConsumer:
                 break
         return total
 
+    async def catch_up(self, within_seconds: float) -> bool:
+        """Apply everything the producer has published so far; False when it could not in time."""
+        try:
+            async with asyncio.timeout(within_seconds):
+                await self.drain(max_batches=100)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the producer is down or slow: the caller keeps its refusal
+            log.warning("feed %s catch-up failed: %s", self.producer, type(exc).__name__)
+            return False
+
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until stopped; back off on errors, never die."""
         delay = self.interval
@@ -257,3 +278,50 @@ class FeedConsumer:
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+
+class ReadModelRoute(APIRoute):
+    """A route that retries, once, a refusal a consumer's late events may explain.
+
+    A citizen who has just enrolled in registration and at once declares in
+    contribution must not be told "not enrolled" because contribution's consumer
+    has not polled yet. When a route refuses with a `DomainError` that names its
+    `read_model` (the producer whose events it was read from), the request's
+    transaction has already rolled back (`DbSession` ends with the route); the
+    consumer of that producer applies what the producer has published up to now,
+    and the whole route runs again with a new session. A refusal that stands
+    after the catch-up is the answer; a producer that cannot be reached within
+    `<SERVICE>_CATCH_UP_TIMEOUT_SECONDS` leaves the first refusal standing.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def attempt(request: Request) -> Response:
+            # FastAPI closes the route's function-scoped dependencies (the
+            # `DbSession`) when the whole route handler returns; each attempt gets
+            # its own exit stack instead, so the first attempt's transaction is
+            # rolled back and its connection given back before the catch-up (on
+            # SQLite the consumer could not write while it is held).
+            outer = request.scope.get("fastapi_function_astack")
+            try:
+                async with AsyncExitStack() as stack:
+                    request.scope["fastapi_function_astack"] = stack
+                    return await handler(request)
+            finally:
+                request.scope["fastapi_function_astack"] = outer
+
+        async def route(request: Request) -> Response:
+            try:
+                return await attempt(request)
+            except DomainError as exc:
+                consumers: list[FeedConsumer] = getattr(request.app.state, "feed_consumers", [])
+                consumer = next((c for c in consumers if exc.read_model and c.producer == exc.read_model), None)
+                if consumer is None:
+                    raise
+                if not await consumer.catch_up(request.app.state.settings.catch_up_timeout_seconds):
+                    raise
+            return await attempt(request)  # the request body is cached: it is read again as it was
+
+        return route

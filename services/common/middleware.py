@@ -1,4 +1,4 @@
-"""Plain ASGI middleware (BaseHTTPMiddleware breaks context variables and streaming)."""
+"""Plain ASGI middleware (Starlette's base HTTP middleware class breaks context variables and streaming)."""
 
 from __future__ import annotations
 

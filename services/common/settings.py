@@ -83,6 +83,9 @@ class ServiceSettings(BaseSettings):
     poll_interval_seconds: float = Field(default=0.5, gt=0)
     feed_batch_size: int = Field(default=200, gt=0, le=1000)
     db_pool_size: int = Field(default=10, gt=0)
+    # How long a request refused for want of a producer's latest events may wait
+    # while the consumer catches up before the refusal stands.
+    catch_up_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     db_echo: bool = False
 
     def resolved_database_url(self, common: CommonSettings) -> str:

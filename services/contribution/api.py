@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from services.common.clock import Clock
 from services.common.db import DbSession
+from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import RegionCode
 from services.common.pagination import Page, decode_cursor, encode_cursor
@@ -34,7 +35,7 @@ from services.contribution.schemas import (
     RecordsOut,
 )
 
-router = APIRouter(prefix="/contribution/v1", tags=["contribution"])
+router = APIRouter(prefix="/contribution/v1", tags=["contribution"], route_class=ReadModelRoute)
 
 RegionPath = Annotated[RegionCode, Path(examples=["110105"])]
 MonthPath = Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2025-07"])]

@@ -64,6 +64,7 @@ class NotEnrolled(DomainError):
     code = "not_enrolled"
     title_zh = "申报月份没有对应的参保登记"
     title_en = "No enrolment of this category and region covers every month"
+    read_model = "registration"
 
 
 class MonthAlreadyDeclared(DomainError):
@@ -106,6 +107,7 @@ class EmployerNotRegistered(DomainError):
     code = "employer_not_registered"
     title_zh = "单位尚未办理社会保险登记"
     title_en = "The employer is not registered for social insurance"
+    read_model = "registration"
 
 
 class NoActiveEmployees(DomainError):
@@ -113,6 +115,7 @@ class NoActiveEmployees(DomainError):
     code = "no_active_employees"
     title_zh = "该月份没有在职参保职工"
     title_en = "No active employee for this month"
+    read_model = "registration"
 
 
 class MonthNotDeclarable(DomainError):

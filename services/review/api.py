@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from services.common.audit import record_audit
 from services.common.db import DbSession
 from services.common.errors import wants_english
+from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import RegionCode
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -43,7 +44,7 @@ from services.review.schemas import (
     SweepOut,
 )
 
-router = APIRouter(prefix="/review/v1", tags=["review"])
+router = APIRouter(prefix="/review/v1", tags=["review"], route_class=ReadModelRoute)
 
 Citizen = Annotated[Principal, Depends(require("citizen"))]
 CitizenFreshFace = Annotated[Principal, Depends(require("citizen", min_level=3, fresh=True, face=True))]

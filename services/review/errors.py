@@ -21,6 +21,7 @@ class EmployerNotFound(DomainError):
     code = "employer_not_found"
     title_zh = "单位尚未登记"
     title_en = "Employer not registered"
+    read_model = "registration"
 
 
 class PensionerNotFound(DomainError):
@@ -28,6 +29,7 @@ class PensionerNotFound(DomainError):
     code = "pensioner_not_found"
     title_zh = "未查询到养老金领取资格"
     title_en = "No pension award found for this person"
+    read_model = "registration"
 
 
 class RuleNotFound(DomainError):

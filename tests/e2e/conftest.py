@@ -52,8 +52,10 @@ def running_stack() -> Iterator[RunningStack]:
     ports = Ports(gateway=p[0], registration=p[1], contribution=p[2], card=p[3], review=p[4], sandbox=p[5])
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SOCIALSEC_", "GATEWAY_", "SANDBOX_", "TEST_"))}
     base.update({f"{s.upper()}_DATABASE_URL": f"sqlite+aiosqlite:///{var_dir}/{s}.db" for s in SERVICES})
+    # Consumers poll slowly here on purpose: a request that needs another
+    # service's latest events must get them by catching up, not by luck.
     for s in SERVICES:
-        base[f"{s.upper()}_POLL_INTERVAL_SECONDS"] = "0.2"
+        base[f"{s.upper()}_POLL_INTERVAL_SECONDS"] = "3"
     base["SANDBOX_NOTIFY_RETRY_SECONDS"] = "0.5"
     env = stack_env(var_dir, ports, base=base)
     env["GATEWAY_ISSUERS_FILE"] = str(var_dir / "issuers.json")

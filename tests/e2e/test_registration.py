@@ -74,3 +74,13 @@ async def test_employer_enrols_separates_then_flexible(stack: Any) -> None:
     assert [(e["category"], e["status"]) for e in me["enrolments"]] == [("employee", "ended"), ("flexible", "active")]
     assert [h["change"] for h in me["history"]] == ["enrolled", "separated", "enrolment_ended", "enrolled"]
     assert me["enrolments"][0]["employer"]["name"] == "示例餐饮有限公司"
+
+    # At once, with no wait for the other services' consumers: contribution and
+    # card catch up on registration's feed rather than answer "not enrolled".
+    r = await c.post("/contribution/v1/me/declarations", headers={**person, "Idempotency-Key": f"decl-{idn[-6:]}"},
+                     json={"category": "flexible", "region_code": "110105", "base_fen": 695700, "months": [_month(today)]})
+    assert r.status_code == 201, r.text
+    assert r.json()["lines"][0]["person_id"] == hired["person_id"] and r.json()["total_fen"] > 0
+    r = await c.post("/card/v1/me/applications", headers={**person, "Idempotency-Key": f"card-{idn[-6:]}"})
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "applied"

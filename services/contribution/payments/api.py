@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from services.common.db import DbSession
+from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from services.common.principal import Principal, require
@@ -19,7 +20,7 @@ from services.contribution.payments.platforms import platforms_of
 from services.contribution.payments.schemas import CertificateCheck, PaymentIn, PaymentOut, PaymentPage
 from services.contribution.payments.service import MAX_RAW
 
-router = APIRouter(prefix="/contribution/v1", tags=["payments"])
+router = APIRouter(prefix="/contribution/v1", tags=["payments"], route_class=ReadModelRoute)
 
 Payer = Annotated[Principal, Depends(require("citizen", "employer", "agency", min_level=2))]
 Owner = Annotated[Principal, Depends(require("citizen", "employer", "agency"))]
