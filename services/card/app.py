@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from fastapi import FastAPI
@@ -15,28 +14,20 @@ from services.card.service import lift_expired_losses
 from services.card.settings import Settings
 from services.common.app import create_service_app
 from services.common.clock import Clock
+from services.common.jobs import periodic
 from services.common.settings import CommonSettings
 
 log = logging.getLogger("socialsec.card")
 
 
-async def loss_sweep(app: FastAPI, stop: asyncio.Event) -> None:
-    """Lift temporary loss reports whose day has come (reads lift them too)."""
-    interval = app.state.settings.loss_sweep_interval_seconds
-    while not stop.is_set():
-        try:
-            async with app.state.db.sessionmaker() as session, session.begin():
-                lifted = await lift_expired_losses(session=session, clock=app.state.clock)
-            if lifted:
-                log.info("lifted %d temporary loss reports", lifted)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the database may be away; try again next round
-            log.warning("loss sweep failed: %s", type(exc).__name__)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
-        except TimeoutError:
-            pass
+async def lift_losses_once(app: FastAPI) -> int:
+    """One pass: lift the temporary loss reports whose day has come (reads lift them too)."""
+    async with app.state.db.sessionmaker() as session, session.begin():
+        return await lift_expired_losses(session=session, clock=app.state.clock)
+
+
+loss_sweep = periodic("temporary loss lifting", lift_losses_once,
+                      lambda app: app.state.settings.loss_sweep_interval_seconds)
 
 
 def create_app(settings: Settings | None = None, common: CommonSettings | None = None, clock: Clock | None = None) -> FastAPI:

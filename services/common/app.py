@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,6 +15,7 @@ from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import DomainError, install_error_handlers, problem_response
 from services.common.events import FeedConsumer, Handler, feed_router
+from services.common.jobs import BackgroundJob
 from services.common.logging import configure_logging
 from services.common.middleware import RequestContextMiddleware
 from services.common.migrate import upgrade_async
@@ -24,7 +25,6 @@ from services.common.settings import CommonSettings, ServiceSettings
 
 log = logging.getLogger("socialsec.app")
 
-BackgroundJob = Callable[[FastAPI, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 class NotReady(DomainError):

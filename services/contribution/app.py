@@ -1,12 +1,12 @@
 """Contribution service: policies, quotes, declarations, payments, records, certificates."""
 
-import asyncio
 import logging
 
 from fastapi import FastAPI
 
 from services.common.app import create_service_app
 from services.common.clock import Clock
+from services.common.jobs import periodic
 from services.common.settings import CommonSettings
 from services.contribution.api import router
 from services.contribution.payments.api import router as payments_router
@@ -18,24 +18,16 @@ from services.contribution.settings import Settings
 log = logging.getLogger("socialsec.contribution")
 
 
-async def expire_declarations_job(app: FastAPI, stop: asyncio.Event) -> None:
-    """Expire unpaid declarations past their time, on a schedule; never dies on an error."""
-    interval = app.state.settings.expiry_interval_seconds
-    while not stop.is_set():
-        try:
-            async with app.state.db.sessionmaker() as session, session.begin():
-                count = await expire_due_declarations(session=session, now=app.state.clock.now())
-            if count:
-                log.info("expired %d unpaid declarations", count)
-                continue
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("declaration expiry failed: %s", type(exc).__name__)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
-        except TimeoutError:
-            pass
+async def expire_once(app: FastAPI) -> int:
+    """One pass: expire the unpaid declarations past their time (freeing their months)."""
+    async with app.state.db.sessionmaker() as session, session.begin():
+        return await expire_due_declarations(session=session, now=app.state.clock.now())
+
+
+expire_declarations_job = periodic(
+    "declaration expiry", expire_once, lambda app: app.state.settings.expiry_interval_seconds,
+    again_at_once_when_busy=True,
+)
 
 
 def create_app(settings: Settings | None = None, common: CommonSettings | None = None, clock: Clock | None = None) -> FastAPI:

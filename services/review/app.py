@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from fastapi import FastAPI
 
 from services.common.app import create_service_app
 from services.common.clock import Clock
+from services.common.jobs import periodic
 from services.common.settings import CommonSettings
 from services.review.api import router
 from services.review.certification import sweep
@@ -18,22 +18,17 @@ from services.review.settings import Settings
 log = logging.getLogger("socialsec.review")
 
 
-async def sweep_job(app: FastAPI, stop: asyncio.Event) -> None:
-    """Run the certification date sweep on a schedule; an error is logged and retried next time."""
-    interval = app.state.settings.sweep_interval_seconds
-    while not stop.is_set():
-        try:
-            async with app.state.db.sessionmaker() as session:
-                result = await sweep(session=session, clock=app.state.clock, commit_each_batch=True)
-                await session.commit()
-            if result.transitions:
-                log.info("sweep: %d transitions, %d suspended", result.transitions, result.suspended)
-        except Exception:
-            log.exception("certification sweep failed")
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
-        except TimeoutError:
-            pass
+async def sweep_once(app: FastAPI) -> int:
+    """One pass of the certification date sweep (each batch committed); the transitions recorded."""
+    async with app.state.db.sessionmaker() as session:
+        result = await sweep(session=session, clock=app.state.clock, commit_each_batch=True)
+        await session.commit()
+    if result.suspended:
+        log.info("sweep: %d pensions suspended", result.suspended)
+    return result.transitions
+
+
+sweep_job = periodic("certification sweep", sweep_once, lambda app: app.state.settings.sweep_interval_seconds)
 
 
 def create_app(settings: Settings | None = None, common: CommonSettings | None = None, clock: Clock | None = None) -> FastAPI:

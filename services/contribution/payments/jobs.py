@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from fastapi import FastAPI
 
+from services.common.jobs import periodic
 from services.contribution.payments.platforms import platforms_of
 from services.contribution.payments.service import close_expired_payments
 
@@ -30,12 +30,4 @@ async def payment_closer(app: FastAPI, stop: asyncio.Event) -> None:
         _ = platforms.alipay, platforms.wechat
     except Exception as exc:
         log.error("payment configuration is not usable: %s", exc)
-    while not stop.is_set():
-        try:
-            closed = await close_payments_once(app)
-            if closed:
-                log.info("closed %d unpaid payments", closed)
-        except Exception:
-            log.exception("closing unpaid payments failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+    await periodic("closing unpaid payments", close_payments_once, lambda _app: interval)(app, stop)
