@@ -140,6 +140,24 @@ class StaffRoleRequired(DomainError):
 # ---- encode / decode ----------------------------------------------------------
 
 
+class NotOwnEmployer(DomainError):
+    status = 403
+    code = "not_own_employer"
+    title_zh = "只能办理本单位的业务"
+    title_en = "An employer may act only on its own credit code"
+
+
+def check_own_unit(principal: Principal, credit_code: str) -> None:
+    """A path naming another unit's credit code is 403 `not_own_employer` for an employer; staff act on every unit.
+
+    Both sides are compared normalized (trimmed, upper case), as credit codes are
+    stored; the route decides which kinds may call it at all.
+    """
+    own = (principal.credit_code or "").strip().upper()
+    if principal.kind == PrincipalKind.employer and own != credit_code.strip().upper():
+        raise NotOwnEmployer()
+
+
 def encode_principal(
     principal: Principal | dict[str, Any],
     *,

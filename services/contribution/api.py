@@ -15,7 +15,7 @@ from services.common.idempotency import run_idempotent
 from services.common.identifiers import RegionCode
 from services.common.pagination import Page, decode_cursor, encode_cursor
 from services.common.pii import id_hash
-from services.common.principal import Principal, PrincipalKind, require
+from services.common.principal import Principal, PrincipalKind, check_own_unit, require
 from services.contribution import agencies, employers, policies, records, service
 from services.contribution.quotes import price, quote_out
 from services.contribution.schemas import (
@@ -180,7 +180,7 @@ async def cancel_my_declaration(request: Request, session: DbSession, principal:
 async def create_employer_declaration(
     request: Request, session: DbSession, principal: Employer, credit_code: CreditPath, body: EmployerDeclarationIn,
 ) -> Any:
-    employers.check_own_unit(principal, credit_code)
+    check_own_unit(principal, credit_code)
     clock = _clock(request)
 
     async def action() -> DeclarationOut:
@@ -199,7 +199,7 @@ async def list_employer_declarations(
     session: DbSession, principal: EmployerOrStaff, credit_code: CreditPath, limit: Limit = 50, cursor: Cursor = None,
 ) -> DeclarationPage:
     if principal.kind == PrincipalKind.employer:
-        employers.check_own_unit(principal, credit_code)
+        check_own_unit(principal, credit_code)
     rows, nxt = await service.list_employer_declarations(session=session, credit_code=credit_code, limit=limit, cursor=cursor)
     return DeclarationPage(items=[service.list_item(d) for d in rows], next_cursor=nxt)
 
@@ -210,7 +210,7 @@ async def get_employer_declaration(
     session: DbSession, principal: EmployerOrStaff, credit_code: CreditPath, declaration_id: IdPath,
 ) -> DeclarationOut:
     if principal.kind == PrincipalKind.employer:
-        employers.check_own_unit(principal, credit_code)
+        check_own_unit(principal, credit_code)
     decl = await employers.get_employer_declaration(session=session, credit_code=credit_code, declaration_id=declaration_id)
     return await service.declaration_view(session=session, declaration=decl)
 

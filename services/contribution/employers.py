@@ -12,14 +12,13 @@ from services.common.audit import record_audit
 from services.common.clock import SHANGHAI
 from services.common.enums import Category
 from services.common.identifiers import month_from_index, month_index
-from services.common.principal import Principal
+from services.common.principal import Principal, check_own_unit
 from services.contribution.errors import (
     DeclarationNotFound,
     EmployerNotRegistered,
     MonthNotDeclarable,
     NoActiveEmployees,
     NoPreviousDeclaration,
-    OwnerMismatch,
 )
 from services.contribution.events import EMPLOYER_ASSESSED, EmployerAssessed
 from services.contribution.models import (
@@ -35,12 +34,6 @@ from services.contribution.pricing import Line, clamp, deadline_of, late_fee, ro
 from services.contribution.quotes import payer_lines
 from services.contribution.schemas import AssessmentIn, EmployerDeclarationIn
 from services.contribution.service import EMPLOYER_SOURCES, lines_of, save_declaration
-
-
-def check_own_unit(principal: Principal, credit_code: str) -> None:
-    """An employer acts only on its own credit code (403 for a path naming another unit)."""
-    if principal.credit_code != credit_code:
-        raise OwnerMismatch()
 
 
 async def registered_employer(*, session: AsyncSession, credit_code: str) -> KnownEmployer:

@@ -95,13 +95,6 @@ class DeclarationAlreadyPaid(DomainError):
     title_en = "The declaration was already paid by another payment"
 
 
-class OwnerMismatch(DomainError):
-    status = 403
-    code = "owner_mismatch"
-    title_zh = "无权办理其他单位的业务"
-    title_en = "This path names another owner"
-
-
 class EmployerNotRegistered(DomainError):
     status = 404
     code = "employer_not_registered"

@@ -13,7 +13,7 @@ from services.common.db import DbSession
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import CreditCode, RegionCode
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from services.common.principal import Principal, require
+from services.common.principal import Principal, check_own_unit, require
 from services.registration import employers, persons, rules, self_enrolment
 from services.registration.errors import RegionalRuleNotFound
 from services.registration.schemas import (
@@ -75,7 +75,7 @@ async def register_employer(body: EmployerIn, request: Request, session: DbSessi
 
 @router.get("/employers/{credit_code}", response_model=EmployerOut, summary="A registered unit")
 async def get_employer(credit_code: CreditCodePath, session: DbSession, principal: EmployerOrStaff) -> EmployerOut:
-    employers.check_own(principal, credit_code)
+    check_own_unit(principal, credit_code)
     return employers.employer_out(await employers.get_employer(session=session, credit_code=credit_code))
 
 
@@ -87,7 +87,7 @@ async def enrol_employee(
     credit_code: CreditCodePath, body: EmployeeIn, request: Request, session: DbSession, principal: Employer,
 ) -> Any:
     """增员. Registered more than 30 days after the hire date: accepted with `late` and `late_days`."""
-    employers.check_own(principal, credit_code)
+    check_own_unit(principal, credit_code)
     return await run_idempotent(
         session, request, scope=principal.actor_id, status_code=201,
         action=lambda: employers.enrol_employee(
@@ -105,7 +105,7 @@ async def list_employees(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> RosterPage:
-    employers.check_own(principal, credit_code)
+    check_own_unit(principal, credit_code)
     return await employers.roster(session=session, credit_code=credit_code, status=status, limit=limit, cursor=cursor)
 
 
@@ -117,7 +117,7 @@ async def separate_employee(
     credit_code: CreditCodePath, person_id: PersonIdPath, body: SeparationIn, request: Request, session: DbSession,
     principal: Employer,
 ) -> Any:
-    employers.check_own(principal, credit_code)
+    check_own_unit(principal, credit_code)
     return await run_idempotent(
         session, request, scope=principal.actor_id, status_code=200,
         action=lambda: employers.separate_employee(

@@ -14,7 +14,7 @@ from services.common.clock import Clock
 from services.common.enums import Category
 from services.common.identifiers import id_number_info, month_of
 from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
-from services.common.principal import Principal, PrincipalKind
+from services.common.principal import Principal, PrincipalKind, check_own_unit
 from services.registration import events as ev
 from services.registration.errors import (
     EmployeeAlreadyEnrolled,
@@ -23,7 +23,6 @@ from services.registration.errors import (
     EmploymentNotFound,
     EnrolmentAlreadyEnded,
     HireDateTooFarAhead,
-    NotOwnEmployer,
     PersonIsPensioner,
     PersonNotFound,
     SeparationBeforeHire,
@@ -71,12 +70,6 @@ DAYS_AHEAD = 30
 WORKING_AGE = 16
 
 
-def check_own(principal: Principal, credit_code: str) -> None:
-    """An employer acts only on its own credit code (403 otherwise); staff on all."""
-    if principal.kind == PrincipalKind.employer and (principal.credit_code or "").strip().upper() != credit_code:
-        raise NotOwnEmployer()
-
-
 def employer_out(employer: Employer) -> EmployerOut:
     """The public shape of an employer."""
     return EmployerOut(
@@ -95,7 +88,7 @@ def employer_ref(employer: Employer) -> ev.EmployerRef:
 
 async def register_employer(*, session: AsyncSession, clock: Clock, principal: Principal, body: EmployerIn) -> EmployerOut:
     """单位参保登记: register a unit; its own principal or staff (audited)."""
-    check_own(principal, body.credit_code)
+    check_own_unit(principal, body.credit_code)
     now, today = clock.now(), clock.today()
     employer = Employer(
         credit_code=body.credit_code, name=body.name, region_code=body.region_code, address=body.address,

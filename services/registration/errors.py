@@ -5,13 +5,6 @@ from __future__ import annotations
 from services.common.errors import DomainError
 
 
-class NotOwnEmployer(DomainError):
-    status = 403
-    code = "not_own_employer"
-    title_zh = "只能办理本单位的业务"
-    title_en = "An employer may act only on its own credit code"
-
-
 class EmployerNotFound(DomainError):
     status = 404
     code = "employer_not_found"

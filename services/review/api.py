@@ -14,12 +14,12 @@ from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import RegionCode
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from services.common.principal import Principal, PrincipalKind, require
+from services.common.principal import Principal, check_own_unit, require
 from services.review import certification as cert
 from services.review import declarations as decl
 from services.review import overdue as overdue_svc
 from services.review import roster as roster_svc
-from services.review.errors import CertifiedOnInvalid, NotOwnEmployer
+from services.review.errors import CertifiedOnInvalid
 from services.review.receipt import render_receipt
 from services.review.rules import put_rule, rule_in_force, rule_out
 from services.review.schemas import (
@@ -57,12 +57,6 @@ CreditCodePath = Annotated[str, Path(min_length=18, max_length=18, description="
 YearPath = Annotated[int, Path(ge=2000, le=2100, description="the wage year declared")]
 PersonIdPath = Annotated[str, Path(min_length=1, max_length=64)]
 DeclIdPath = Annotated[str, Path(min_length=1, max_length=36)]
-
-
-def _own(principal: Principal, credit_code: str) -> None:
-    """An employer acts only on its own credit code; staff on every one."""
-    if principal.kind == PrincipalKind.employer and principal.credit_code != credit_code.upper():
-        raise NotOwnEmployer()
 
 
 # ---- regional review rules -------------------------------------------------------------
@@ -193,7 +187,7 @@ async def roster(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Any:
-    _own(principal, credit_code)
+    check_own_unit(principal, credit_code)
     emp = await decl.get_employer(session=session, credit_code=credit_code)
     if format == "csv":
         body = await roster_svc.roster_csv(session=session, credit_code=emp.credit_code, year=year)
@@ -220,7 +214,7 @@ async def put_declaration(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
     body: DeclarationLinesIn,
 ) -> Any:
-    _own(principal, credit_code)
+    check_own_unit(principal, credit_code)
     emp = await decl.get_employer(session=session, credit_code=credit_code)
     return await decl.put_lines(
         session=session, clock=request.app.state.clock, employer=emp, year=year, raw_lines=body.lines,
@@ -235,7 +229,7 @@ async def put_declaration(
 async def get_declaration(
     request: Request, session: DbSession, principal: EmployerOrStaff, credit_code: CreditCodePath, year: YearPath,
 ) -> Any:
-    _own(principal, credit_code)
+    check_own_unit(principal, credit_code)
     return decl.declaration_out(await decl.find_declaration(session=session, credit_code=credit_code, year=year))
 
 
@@ -246,7 +240,7 @@ async def get_declaration(
 async def submit_declaration(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
 ) -> Any:
-    _own(principal, credit_code)
+    check_own_unit(principal, credit_code)
 
     async def action() -> DeclarationOut:
         emp = await decl.get_employer(session=session, credit_code=credit_code)
@@ -263,7 +257,7 @@ async def submit_declaration(
 async def receipt(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
 ) -> Response:
-    _own(principal, credit_code)
+    check_own_unit(principal, credit_code)
     emp = await decl.get_employer(session=session, credit_code=credit_code)
     d = await decl.find_declaration(session=session, credit_code=credit_code, year=year)
     pdf = render_receipt(declaration=d, employer=emp, font_file=request.app.state.settings.receipt_font_file)

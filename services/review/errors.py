@@ -9,13 +9,6 @@ register_validation_code("reasons_required", "退回时须写明理由")
 register_validation_code("declaration_deadline_invalid", "截止日期格式应为 MM-DD")
 
 
-class NotOwnEmployer(DomainError):
-    status = 403
-    code = "not_own_employer"
-    title_zh = "只能办理本单位的业务"
-    title_en = "An employer may act only on its own credit code"
-
-
 class EmployerNotFound(DomainError):
     status = 404
     code = "employer_not_found"

@@ -171,3 +171,19 @@ class TestPrincipal:
         assert r.status_code == 403 and r.json()["code"] == "face_auth_required"
         assert (await ksvc.client.get("/t/face", headers=_cit(auth_time=old))).json()["code"] == "face_auth_required"
         assert (await ksvc.client.get("/t/face", headers=_cit())).status_code == 200
+
+
+class TestOwnUnit:
+    def test_an_employer_acts_on_its_own_code_only_and_staff_on_every_one(self):
+        import pytest
+
+        from services.common.principal import NotOwnEmployer, Principal, check_own_unit
+        from tests.helpers import employer, make_credit_code
+
+        own, other = make_credit_code(), make_credit_code("91310000MA0000009")
+        check_own_unit(Principal.model_validate(employer(own)), own)
+        check_own_unit(Principal.model_validate(employer(own.lower())), own)  # a token may spell it in lower case
+        check_own_unit(Principal.model_validate(staff("operator")), other)
+        with pytest.raises(NotOwnEmployer) as refused:
+            check_own_unit(Principal.model_validate(employer(own)), other)
+        assert refused.value.status == 403 and refused.value.code == "not_own_employer"

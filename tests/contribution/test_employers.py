@@ -43,7 +43,7 @@ class TestEmployerDeclaration:
         r = await svc.client.post(url(), json=body, headers=svc.headers(citizen(ALICE)))
         assert r.status_code == 403 and r.json()["code"] == "principal_kind_not_allowed"
         r = await svc.client.post(url(), json=body, headers=svc.headers(employer(OTHER_UNIT)))
-        assert r.status_code == 403 and r.json()["code"] == "owner_mismatch"
+        assert r.status_code == 403 and r.json()["code"] == "not_own_employer"
 
     async def test_unregistered_unit_future_month_and_bad_input(self, svc: Any) -> None:
         h = svc.headers(employer(UNIT))
