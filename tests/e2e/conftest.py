@@ -12,6 +12,7 @@ import shutil
 import socket
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 from devtools.run import SERVICES, Ports, Stack, prepare, stack_env
+from tests.conftest import BACKENDS, _pg_admin, _pg_url
 
 
 def _free_ports(n: int) -> list[int]:
@@ -45,13 +47,22 @@ class RunningStack:
         return f"http://127.0.0.1:{self.ports.of(name)}"
 
 
-@pytest.fixture(scope="session")
-def running_stack() -> Iterator[RunningStack]:
+@pytest.fixture(scope="session", params=BACKENDS)
+def running_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
+    """The whole stack on SQLite files, and again on PostgreSQL (a database per service) when it is available."""
     var_dir = Path(tempfile.mkdtemp(prefix="socialsec-e2e-"))
     p = _free_ports(6)
     ports = Ports(gateway=p[0], registration=p[1], contribution=p[2], card=p[3], review=p[4], sandbox=p[5])
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SOCIALSEC_", "GATEWAY_", "SANDBOX_", "TEST_"))}
-    base.update({f"{s.upper()}_DATABASE_URL": f"sqlite+aiosqlite:///{var_dir}/{s}.db" for s in SERVICES})
+    databases: list[str] = []
+    if request.param == "postgresql":
+        run = uuid.uuid4().hex[:8]
+        for s in SERVICES:
+            databases.append(f"socialsec_e2e_{run}_{s}")
+            _pg_admin(f'CREATE DATABASE "{databases[-1]}"')
+            base[f"{s.upper()}_DATABASE_URL"] = _pg_url(databases[-1])
+    else:
+        base.update({f"{s.upper()}_DATABASE_URL": f"sqlite+aiosqlite:///{var_dir}/{s}.db" for s in SERVICES})
     # Consumers poll slowly here on purpose: a request that needs another
     # service's latest events must get them by catching up, not by luck.
     for s in SERVICES:
@@ -72,6 +83,8 @@ def running_stack() -> Iterator[RunningStack]:
     finally:
         stack.stop()
         shutil.rmtree(var_dir, ignore_errors=True)
+        for name in databases:
+            _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class E2E:
