@@ -10,6 +10,8 @@ everything else (notably /internal/...) is 404.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -24,7 +26,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.docs import docs_router
-from gateway.errors import NotReady, RateLimited
+from gateway.errors import MetricsForbidden, NotReady, RateLimited
 from gateway.issuers import IssuerRegistry, IssuersFileError, load_issuers
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import OpenApiSource
@@ -177,8 +179,21 @@ def create_app(
             )
         return {"status": "ready", "upstreams": results, "issuers": issuers}
 
+    metrics_networks = settings.metrics_network_list()
+    metrics_token = settings.metrics_token.get_secret_value().encode() if settings.metrics_token else None
+
     @public.get("/metrics", include_in_schema=False)
-    async def metrics_route() -> Response:
+    async def metrics_route(request: Request) -> Response:
+        """Prometheus text, for the monitoring network (GATEWAY_METRICS_NETWORKS) or a bearer of GATEWAY_METRICS_TOKEN."""
+        client, _ = forwarder.client_address(request.scope)
+        try:
+            from_network = any(ipaddress.ip_address(client) in net for net in metrics_networks)
+        except ValueError:
+            from_network = False
+        presented = (request.headers.get("authorization") or "").removeprefix("Bearer ").encode()
+        with_token = metrics_token is not None and hmac.compare_digest(presented, metrics_token)
+        if not (from_network or with_token):
+            raise MetricsForbidden()
         return Response(metrics.render(), media_type=metrics.content_type)
 
     @public.get("/openapi.json", include_in_schema=False)

@@ -136,3 +136,10 @@ class NotReady(DomainError):
     code = "not_ready"
     title_zh = "服务暂不可用"
     title_en = "Service not ready"
+
+
+class MetricsForbidden(DomainError):
+    status = 403
+    code = "metrics_forbidden"
+    title_zh = "无权读取运行指标"
+    title_en = "Metrics are for the monitoring network or a holder of the metrics token"

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from limits import parse
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.settings import ConfigurationError
@@ -42,6 +42,9 @@ class GatewaySettings(BaseSettings):
     jwks_cache_seconds: float = Field(default=3600.0, gt=0)
     openapi_file: Path | None = None
     openapi_cache_seconds: float = Field(default=60.0, ge=0)
+    # Who may read /metrics: clients from these networks, or any caller bearing the token.
+    metrics_networks: str = "127.0.0.0/8,::1/128"
+    metrics_token: SecretStr | None = None
 
     @field_validator("rate_limit_per_principal", "rate_limit_per_address")
     @classmethod
@@ -69,12 +72,20 @@ class GatewaySettings(BaseSettings):
 
     def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """Peers whose X-Forwarded-For is believed (a load balancer in front of the gateway)."""
-        nets = []
-        for part in self.trusted_proxies.split(","):
-            part = part.strip()
-            if part:
-                try:
-                    nets.append(ipaddress.ip_network(part, strict=False))
-                except ValueError as exc:
-                    raise ConfigurationError(f"GATEWAY_TRUSTED_PROXIES: {part!r} is not an address or network") from exc
-        return nets
+        return _networks(self.trusted_proxies, "GATEWAY_TRUSTED_PROXIES")
+
+    def metrics_network_list(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """Client networks that may read /metrics without the token."""
+        return _networks(self.metrics_networks, "GATEWAY_METRICS_NETWORKS")
+
+
+def _networks(value: str, variable: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    nets = []
+    for part in value.split(","):
+        part = part.strip()
+        if part:
+            try:
+                nets.append(ipaddress.ip_network(part, strict=False))
+            except ValueError as exc:
+                raise ConfigurationError(f"{variable}: {part!r} is not an address or network") from exc
+    return nets

@@ -29,13 +29,32 @@ class TestHealth:
         body = r.json()
         assert body["code"] == "not_ready" and body["upstreams_down"] == ["card"]
 
-    async def test_metrics(self, gw):
+    async def test_metrics(self, make_gateway):
+        gw = await make_gateway(client_address="127.0.0.1")  # the monitoring network: loopback by default
         await gw.client.get("/registration/v1/me")
         r = await gw.client.get("/metrics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
         for name in ("gateway_requests_total", "gateway_request_duration_seconds_bucket",
                      "gateway_upstream_errors_total", "gateway_token_failures_total", "gateway_rate_limited_total"):
             assert name in r.text or name.replace("_total", "") in r.text
+
+
+    async def test_metrics_are_not_for_the_public(self, make_gateway):
+        gw = await make_gateway(metrics_token="scrape-secret")  # a client out on the internet
+        r = await gw.client.get("/metrics")
+        assert r.status_code == 403 and r.json()["code"] == "metrics_forbidden"
+        assert "gateway_requests" not in r.text
+        r = await gw.client.get("/metrics", headers={"Authorization": "Bearer not-the-secret"})
+        assert r.status_code == 403
+        r = await gw.client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+        assert r.status_code == 200 and "gateway_requests" in r.text
+
+    async def test_metrics_network_is_configurable_and_forwarded_for_is_not_believed_from_strangers(self, make_gateway):
+        gw = await make_gateway(client_address="10.20.0.5", metrics_networks="10.20.0.0/16")
+        assert (await gw.client.get("/metrics")).status_code == 200
+        stranger = await make_gateway(client_address="203.0.113.7", metrics_networks="10.20.0.0/16")
+        r = await stranger.client.get("/metrics", headers={"X-Forwarded-For": "10.20.0.5"})
+        assert r.status_code == 403
 
 
 class TestDocs:
