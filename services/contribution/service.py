@@ -463,7 +463,9 @@ async def mark_declaration_paid(
     """Credit a payment: the declaration is paid, its months are recorded, and the event is emitted.
 
     Idempotent for the same payment. An expired declaration is still credited (the money was taken)
-    and its months are claimed again. A declaration already paid by another payment is 409.
+    when its months can be claimed again; when another declaration holds one of them meanwhile, it is
+    409 `month_already_declared` and nothing is credited (the payment is flagged for a refund, never
+    counted twice for one month). A declaration already paid by another payment is 409.
     """
     decl = (
         await session.execute(select(Declaration).where(Declaration.id == declaration_id).with_for_update())
@@ -480,11 +482,7 @@ async def mark_declaration_paid(
     if decl.status == DeclarationStatus.expired:
         claims = sorted({(x.person_key or decl.person_key or "", _period(decl, x.month), x.insurance) for x in lines
                          if x.payer != LinePayer.government})
-        try:
-            await claim_periods(session=session, declaration_id=decl.id, claims=claims)
-        except MonthAlreadyDeclared as exc:
-            # Paid after expiry while another declaration took a month: credited anyway, flagged for refund.
-            log.warning("declaration %s paid after expiry; months held elsewhere: %s", decl.id, exc.params.get("months"))
+        await claim_periods(session=session, declaration_id=decl.id, claims=claims)
     who = PaidBy(paid_by) if paid_by else _paid_by(decl)
     decl.status = DeclarationStatus.paid
     decl.paid_at = paid_at

@@ -6,11 +6,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from services.common.models import AuditEntry, OutboxEvent
 from services.contribution.events import DECLARATION_PAID
-from services.contribution.models import ContributionRecord, Declaration
+from services.contribution.models import ContributionRecord, Declaration, DeclaredMonth
 from services.contribution.payments.jobs import close_payments_once, payment_closer
 from services.contribution.payments.models import Certificate, Payment, PaymentNotification
 from services.contribution.payments.settings import SANDBOX_PLATFORM_KEY_ID, load_public_key
@@ -191,6 +191,25 @@ class TestAlipayNotify:
         st = await state(world, p["id"])
         assert st["payment"] == "refund_pending" and st["flag"] == "declaration:declaration_state_conflict"
         assert st["records"] == 0 and st["certificates"] == 0 and st["alerts"] == ["payment.refund_pending"]
+
+    async def test_paid_after_expiry_while_another_declaration_holds_a_month_is_flagged_not_credited(
+            self, world: PayWorld) -> None:
+        p = await open_alipay(world)
+        async with world.svc.db.sessionmaker() as s, s.begin():  # expired, its months freed
+            d = await s.get(Declaration, p["declaration_id"])
+            assert d is not None
+            d.status = "expired"
+            await s.execute(delete(DeclaredMonth).where(DeclaredMonth.declaration_id == d.id))
+        other = await world.declaration(months=("2026-02",))  # meanwhile February was declared again
+        assert (await post_alipay(world, alipay_signed(p))).text == "success"
+        st = await state(world, p["id"])
+        assert st["payment"] == "refund_pending" and st["flag"] == "declaration:month_already_declared"
+        assert st["declaration"] == "expired" and st["records"] == 0 and st["certificates"] == 0
+        assert st["alerts"] == ["payment.refund_pending"]
+        async with world.svc.db.sessionmaker() as s:
+            holders = (await s.execute(select(DeclaredMonth.declaration_id).where(DeclaredMonth.period == "2026-02")
+                                       )).scalars().all()
+        assert set(holders) == {other}  # February is not counted twice
 
 
 # ---- WeChat Pay ----------------------------------------------------------------------------

@@ -28,7 +28,12 @@ from services.common.models import AuditEntry
 from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
 from services.common.pii import mask_id_number, mask_name
 from services.common.principal import Principal, PrincipalKind
-from services.contribution.errors import DeclarationAlreadyPaid, DeclarationNotFound, DeclarationStateConflict
+from services.contribution.errors import (
+    DeclarationAlreadyPaid,
+    DeclarationNotFound,
+    DeclarationStateConflict,
+    MonthAlreadyDeclared,
+)
 from services.contribution.models import Declaration, DeclarationLine, DeclarationStatus, KnownPerson
 from services.contribution.payments import alipay, wechatpay
 from services.contribution.payments.errors import (
@@ -271,7 +276,7 @@ async def _apply(session: AsyncSession, payment: Payment, *, paid_at: datetime, 
                 session=session, declaration_id=payment.declaration_id, payment_id=payment.id, channel=payment.channel,
                 paid_at=paid_at,
             )
-    except (DeclarationAlreadyPaid, DeclarationStateConflict, DeclarationNotFound) as exc:
+    except (DeclarationAlreadyPaid, DeclarationStateConflict, DeclarationNotFound, MonthAlreadyDeclared) as exc:
         await session.execute(
             update(Payment).where(Payment.id == payment.id)
             .values(status=PaymentStatus.refund_pending, flag=f"declaration:{exc.code}"[:40])
