@@ -1,6 +1,6 @@
 """End to end: the real gateway, four services and sandbox on free loopback ports.
 
-The processes start once per test session (in a fresh data directory, with fresh
+The processes start once per backend for this package (in a fresh data directory, with fresh
 keys) and every e2e test talks to them through the gateway, as a mini-app would.
 """
 
@@ -47,7 +47,7 @@ class RunningStack:
         return f"http://127.0.0.1:{self.ports.of(name)}"
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="package", params=BACKENDS)
 def running_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
     """The whole stack on SQLite files, and again on PostgreSQL (a database per service) when it is available."""
     var_dir = Path(tempfile.mkdtemp(prefix="socialsec-e2e-"))
