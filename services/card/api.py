@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from services.card import ecard, loss_service, pin_service, rules, service
 from services.card.ecard import QrSigner
-from services.card.errors import RecordedRefusal
 from services.card.pins import PinHasher
 from services.card.schemas import (
     ActivationIn,
@@ -34,9 +32,8 @@ from services.card.schemas import (
 )
 from services.common.clock import Clock
 from services.common.db import DbSession
-from services.common.errors import render_domain_error
 from services.common.events import ReadModelRoute
-from services.common.idempotency import HEADER, run_idempotent
+from services.common.idempotency import run_idempotent
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from services.common.principal import Principal, StaffRoleRequired, require
 
@@ -75,12 +72,6 @@ def _hasher(request: Request) -> PinHasher:
 
 def _signer(request: Request) -> QrSigner:
     return request.app.state.qr_signer
-
-
-async def _recorded(session: DbSession, request: Request, exc: RecordedRefusal, *, scope: str) -> JSONResponse:
-    """Answer a refusal whose counters must be kept: the transaction commits, the key claim does not."""
-    await service.forget_idempotency_claim(session=session, scope=scope, key=request.headers.get(HEADER))
-    return render_domain_error(request, exc)
 
 
 @router.post(
@@ -163,13 +154,10 @@ async def issue(request: Request, session: DbSession, principal: StaffOrBank, ca
 )
 async def activate(request: Request, session: DbSession, principal: Activator, body: ActivationIn) -> Any:
     """A bank, hospital, window or hotline channel, or the holder online at level 3: card number, id number and name must match."""
-    try:
-        return await run_idempotent(
-            session, request, scope=principal.actor_id, status_code=200,
-            action=lambda: service.activate_card(session=session, actor=principal, data=body, clock=_clock(request)),
-        )
-    except RecordedRefusal as exc:
-        return await _recorded(session, request, exc, scope=principal.actor_id)
+    return await run_idempotent(
+        session, request, scope=principal.actor_id, status_code=200,
+        action=lambda: service.activate_card(session=session, actor=principal, data=body, clock=_clock(request)),
+    )
 
 
 @router.put(
@@ -181,12 +169,9 @@ async def activate(request: Request, session: DbSession, principal: Activator, b
 )
 async def change_pin(request: Request, session: DbSession, principal: CitizenL3Fresh, body: PinChangeIn) -> Any:
     """The old PIN must match; the new one is 6 digits and not weak. The try reaching the limit locks the PIN."""
-    try:
-        return await pin_service.change_pin(
-            session=session, principal=principal, data=body, hasher=_hasher(request), clock=_clock(request)
-        )
-    except RecordedRefusal as exc:
-        return await _recorded(session, request, exc, scope=principal.actor_id)
+    return await pin_service.change_pin(
+        session=session, principal=principal, data=body, hasher=_hasher(request), clock=_clock(request)
+    )
 
 
 @router.post(
@@ -211,13 +196,10 @@ async def reset_pin(request: Request, session: DbSession, principal: PinResetter
 )
 async def report_loss(request: Request, session: DbSession, principal: LossReporter, body: LossReportIn) -> Any:
     """Temporary (lifts by itself after the region's days) or formal (void; a replacement card is opened)."""
-    try:
-        return await run_idempotent(
-            session, request, scope=principal.actor_id, status_code=201,
-            action=lambda: loss_service.report_loss(session=session, actor=principal, data=body, clock=_clock(request)),
-        )
-    except RecordedRefusal as exc:
-        return await _recorded(session, request, exc, scope=principal.actor_id)
+    return await run_idempotent(
+        session, request, scope=principal.actor_id, status_code=201,
+        action=lambda: loss_service.report_loss(session=session, actor=principal, data=body, clock=_clock(request)),
+    )
 
 
 @router.delete(

@@ -6,8 +6,9 @@ from services.common.errors import DomainError
 
 
 class RecordedRefusal(DomainError):
-    """A refusal whose bookkeeping (failed tries, lockouts, audit) must be kept:
-    the route answers it without rolling back the transaction."""
+    """A refusal whose bookkeeping (failed tries, lockouts, audit) is committed with it."""
+
+    keeps_changes = True
 
 
 class CardNotFound(DomainError):

@@ -6,7 +6,7 @@ import hmac
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,7 +44,6 @@ from services.common.audit import record_audit
 from services.common.clock import Clock, aware
 from services.common.errors import ValidationFailed
 from services.common.events import Outbox
-from services.common.models import IdempotencyKey
 from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
 from services.common.pii import id_hash, mask_card_no, mask_id_number, mask_name
 from services.common.principal import ChannelKind, Principal, PrincipalKind
@@ -393,12 +392,3 @@ async def activate_card(*, session: AsyncSession, actor: Principal, data: Activa
     return card_out(card)
 
 
-async def forget_idempotency_claim(*, session: AsyncSession, scope: str, key: str | None) -> None:
-    """Drop this request's unanswered Idempotency-Key claim (its refusal is answered, not stored)."""
-    if not key:
-        return
-    await session.execute(
-        delete(IdempotencyKey).where(
-            IdempotencyKey.scope == scope, IdempotencyKey.key == key, IdempotencyKey.status_code.is_(None)
-        )
-    )

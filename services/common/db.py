@@ -17,6 +17,8 @@ from fastapi import Depends, Request
 from sqlalchemy import BigInteger, Integer, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from services.common.errors import DomainError
+
 # Autoincrement 64-bit keys that SQLite also treats as rowid aliases.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -68,11 +70,21 @@ class Database:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request; commit when the route returns, roll back on error."""
+    """One session per request; commit when the route returns, roll back on error.
+
+    A refusal marked `keeps_changes` (a wrong PIN counts a try) commits what the
+    route recorded before refusing, then is answered as usual.
+    """
     db: Database = request.app.state.db
     async with db.sessionmaker() as session:
         try:
             yield session
+        except DomainError as exc:
+            if exc.keeps_changes:
+                await session.commit()
+            else:
+                await session.rollback()
+            raise
         except BaseException:
             await session.rollback()
             raise

@@ -36,6 +36,10 @@ class DomainError(Exception):
     # such a refusal may only mean the latest events are not applied yet, and
     # `events.ReadModelRoute` retries it once after catching up.
     read_model: ClassVar[str | None] = None
+    # A refusal whose bookkeeping (failed tries, lockouts, audit rows) must be kept:
+    # the request's transaction commits with it instead of rolling back, and an
+    # Idempotency-Key it claimed is released (a refusal is answered, not stored).
+    keeps_changes: ClassVar[bool] = False
 
     def __init__(
         self,

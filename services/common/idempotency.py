@@ -123,7 +123,13 @@ async def run_idempotent(
                 raise IdempotencyInProgress() from None
             return _replay(existing)
         break
-    result = await action()
+    try:
+        result = await action()
+    except DomainError as exc:
+        if exc.keeps_changes:  # the transaction commits: the claim must not, so the key stays usable
+            await session.delete(row)
+            await session.flush()
+        raise
     body = jsonable_encoder(result)
     row.status_code = status_code
     row.response_body = json.dumps(body, ensure_ascii=False)

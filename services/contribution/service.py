@@ -7,7 +7,6 @@ assessments live in `employers.py`; the payment channels (`payments/`) call
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
@@ -54,8 +53,6 @@ from services.contribution.schemas import (
     PaymentSummary,
     QuoteIn,
 )
-
-log = logging.getLogger("socialsec.contribution")
 
 LIVE = (DeclarationStatus.draft, DeclarationStatus.awaiting_payment)
 PERSON_SOURCES = (DeclarationSource.citizen, DeclarationSource.agency)

@@ -58,7 +58,31 @@ class Teapot(DomainError):
     title_en = "Already exists"
 
 
+class WrongGuess(DomainError):
+    status = 422
+    code = "guess_wrong"
+    keeps_changes = True  # the try is counted even though the request is refused
+
+
+class GuessIn(BaseModel):
+    guess: str = Field(min_length=1, max_length=20)
+
+
 router = APIRouter(prefix="/t")
+
+
+@router.post("/guesses", status_code=201)
+async def guess(body: GuessIn, request: Request, session: DbSession,
+                principal: Annotated[Principal, Depends(require("citizen"))]) -> Any:
+    async def action() -> dict[str, Any]:
+        session.add(Widget(id_hash=f"try-{body.guess}-{request.headers.get('idempotency-key')}", id_number="x",
+                           name=f"try:{body.guess}"))
+        await session.flush()
+        if body.guess != "right":
+            raise WrongGuess()
+        return {"ok": True}
+
+    return await run_idempotent(session, request, scope=principal.actor_id, action=action)
 
 
 @router.post("/widgets", status_code=201)

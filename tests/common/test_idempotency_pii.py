@@ -68,6 +68,17 @@ class TestIdempotency:
         r = await ksvc.client.post("/t/widgets", json={"id_number": IDN, "name": "ok"}, headers=h)
         assert r.status_code == 201
 
+    async def test_a_refusal_that_keeps_its_changes_commits_them_and_frees_the_key(self, ksvc):
+        h = {**_cit(), "Idempotency-Key": "guess-1"}
+        r = await ksvc.client.post("/t/guesses", json={"guess": "wrong"}, headers=h)
+        assert r.status_code == 422 and r.json()["code"] == "guess_wrong"
+        async with ksvc.db.sessionmaker() as s:
+            assert (await s.execute(select(Widget.name))).scalars().all() == ["try:wrong"]  # the try is counted
+        assert await _count(ksvc, IdempotencyKey) == 0  # the refusal was not stored under the key
+        r = await ksvc.client.post("/t/guesses", json={"guess": "right"}, headers=h)  # same key, other body
+        assert r.status_code == 201 and r.json() == {"ok": True}
+        assert await _count(ksvc, Widget) == 2 and await _count(ksvc, IdempotencyKey) == 1
+
     async def test_required_key(self, ksvc):
         r = await ksvc.client.post("/t/pay", json={}, headers=_cit())
         assert r.status_code == 400 and r.json()["code"] == "idempotency_key_required"
