@@ -75,3 +75,8 @@ def channel(kind: str = "bank", branch: str = "B001") -> dict[str, Any]:
 
 def staff(*roles: str, staff_id: str = "S1001") -> dict[str, Any]:
     return {"kind": "staff", "sub": staff_id, "issuer": "staff-idp", "staff_id": staff_id, "roles": list(roles or ("operator",))}
+
+
+def name_of(i: int, prefix: str = "职工") -> str:
+    """A distinct valid name for the i-th person (names hold no digits)."""
+    return prefix + "".join("零一二三四五六七八九"[int(d)] for d in str(i))

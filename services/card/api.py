@@ -34,6 +34,7 @@ from services.common.clock import Clock
 from services.common.db import DbSession
 from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
+from services.common.identifiers import AsciiInt, RegionCode
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from services.common.principal import Principal, StaffRoleRequired, require
 
@@ -53,7 +54,7 @@ Hospital = Annotated[Principal, Depends(require("channel", channel_kinds=["hospi
 StaffOperator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
 StaffAdmin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
 CardId = Annotated[str, Path(min_length=1, max_length=36)]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Limit = Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Query(max_length=500)]
 
 REFUSALS: dict[int | str, dict[str, Any]] = {
@@ -254,7 +255,7 @@ async def verify(request: Request, session: DbSession, principal: Hospital, body
 
 @router.get("/rules", response_model=CardRulePage, summary="Regional card rules (staff)", responses=REFUSALS)
 async def list_rules(
-    session: DbSession, principal: StaffOperator, region_code: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
+    session: DbSession, principal: StaffOperator, region_code: Annotated[RegionCode | None, Query()] = None,
     limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
 ) -> CardRulePage:
     """Initial PIN rule, tries before lock and temporary-loss days per region and period."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import BigIntPK
 from services.common.pii import EncryptedString
+from services.common.types import UTCDateTime
 
 
 class Base(DeclarativeBase):
@@ -28,7 +29,7 @@ class Person(Base):
     region_code: Mapped[str | None] = mapped_column(String(6))
     pensioner: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     pension_from: Mapped[date | None] = mapped_column(Date)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class Enrolment(Base):
@@ -44,7 +45,7 @@ class Enrolment(Base):
     start_month: Mapped[str] = mapped_column(String(7), nullable=False)
     end_month: Mapped[str | None] = mapped_column(String(7))
     open: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 # ---- regional rules -----------------------------------------------------------
@@ -65,7 +66,7 @@ class CardRule(Base):
     pin_max_tries: Mapped[int] = mapped_column(Integer, nullable=False)
     temporary_loss_days: Mapped[int] = mapped_column(Integer, nullable=False)
     activation_max_mismatches: Mapped[int] = mapped_column(Integer, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     created_by: Mapped[str] = mapped_column(String(200), nullable=False)
 
 
@@ -93,9 +94,9 @@ class Card(Base):
     issued_by: Mapped[str | None] = mapped_column(String(200))
     replaces_card_id: Mapped[str | None] = mapped_column(ForeignKey("cards.id"))
     replaced_by_card_id: Mapped[str | None] = mapped_column(String(36))
-    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    issued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     activation_channel: Mapped[str | None] = mapped_column(String(20))
     activation_branch: Mapped[str | None] = mapped_column(String(100))
     activation_mismatches: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -105,7 +106,7 @@ class Card(Base):
     pin_failed_tries: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     pin_locked: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     loss_lifts_on: Mapped[date | None] = mapped_column(Date)
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class LossReport(Base):
@@ -116,10 +117,10 @@ class LossReport(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     card_id: Mapped[str] = mapped_column(ForeignKey("cards.id"), nullable=False, index=True)
     kind: Mapped[str] = mapped_column(String(20), nullable=False)
-    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     reported_by: Mapped[str] = mapped_column(String(20), nullable=False)  # citizen, hotline
     lifts_on: Mapped[date | None] = mapped_column(Date)
-    lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lifted_how: Mapped[str | None] = mapped_column(String(20))  # expired, holder
     replacement_card_id: Mapped[str | None] = mapped_column(String(36))
 
@@ -133,7 +134,7 @@ class ECard(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     card_id: Mapped[str] = mapped_column(ForeignKey("cards.id"), nullable=False)
     platform: Mapped[str] = mapped_column(String(40), nullable=False)
-    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class QrVerification(Base):
@@ -146,4 +147,4 @@ class QrVerification(Base):
     card_id: Mapped[str] = mapped_column(ForeignKey("cards.id"), nullable=False)
     ecard_id: Mapped[str] = mapped_column(String(36), nullable=False)
     channel: Mapped[str] = mapped_column(String(200), nullable=False)
-    verified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    verified_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from services.common.identifiers import IdNumber, RegionCode
+from services.common.identifiers import AsciiText, IdNumber, PersonName, RegionCode
 
 
 class CardStatus(StrEnum):
@@ -42,9 +42,9 @@ def _strip(v: object) -> object:
     return v.strip() if isinstance(v, str) else v
 
 
-CardNo = Annotated[str, BeforeValidator(_upper_strip), Field(pattern=r"^[A-Z][0-9]{8}$", examples=["J12345678"])]
-Pin = Annotated[str, Field(pattern=r"^[0-9]{6}$", min_length=6, max_length=6)]
-HolderName = Annotated[str, BeforeValidator(_strip), Field(min_length=1, max_length=50)]
+CardNo = Annotated[AsciiText, BeforeValidator(_upper_strip), Field(pattern=r"^[A-Z][0-9]{8}$", examples=["J12345678"])]
+Pin = Annotated[AsciiText, Field(pattern=r"^[0-9]{6}$", min_length=6, max_length=6)]
+HolderName = Annotated[PersonName, Field(max_length=50)]
 
 
 class _In(BaseModel):

@@ -17,10 +17,11 @@ from services.common.errors import DomainError, install_error_handlers, problem_
 from services.common.events import FeedConsumer, Handler, feed_router
 from services.common.jobs import BackgroundJob
 from services.common.logging import configure_logging
-from services.common.middleware import RequestContextMiddleware
+from services.common.middleware import RequestContextMiddleware, Utf8JsonMiddleware
 from services.common.migrate import upgrade_async
 from services.common.pii import configure_pii
 from services.common.principal import decode_principal
+from services.common.routing import unguarded_post_routes
 from services.common.settings import CommonSettings, ServiceSettings
 
 log = logging.getLogger("socialsec.app")
@@ -131,11 +132,15 @@ def create_service_app(
     app.state.consumer_handlers = consumer_handlers
     app.state.principal_verifier = lambda token: decode_principal(token, audience=name, public_key_pem=public_key)
     install_error_handlers(app)
+    app.add_middleware(Utf8JsonMiddleware)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health_router())
     app.include_router(feed_router())
     for r in routers:
         app.include_router(r)
+    unguarded = unguarded_post_routes(app.routes)
+    if unguarded:  # every POST honours Idempotency-Key: its router must use ServiceRoute
+        raise RuntimeError(f"POST routes without ServiceRoute: {', '.join(unguarded)}")
     _add_security_scheme(app)
     return app
 

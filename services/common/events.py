@@ -19,21 +19,21 @@ import asyncio
 import hmac
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.db import Database, DbSession
 from services.common.errors import DomainError
+from services.common.identifiers import AsciiInt
 from services.common.models import ConsumerCursor, InboxEvent, OutboxEvent
+from services.common.routing import ServiceRoute
 
 log = logging.getLogger("socialsec.events")
 
@@ -151,7 +151,7 @@ def feed_router() -> APIRouter:
     async def events_feed(
         session: DbSession,
         after: Annotated[str | None, Query(max_length=60)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+        limit: Annotated[AsciiInt, Query(ge=1, le=1000)] = 200,
     ) -> FeedPage:
         return await read_feed(session, after=after, limit=limit)
 
@@ -280,48 +280,5 @@ class FeedConsumer:
             self._client = None
 
 
-
-class ReadModelRoute(APIRoute):
-    """A route that retries, once, a refusal a consumer's late events may explain.
-
-    A citizen who has just enrolled in registration and at once declares in
-    contribution must not be told "not enrolled" because contribution's consumer
-    has not polled yet. When a route refuses with a `DomainError` that names its
-    `read_model` (the producer whose events it was read from), the request's
-    transaction has already rolled back (`DbSession` ends with the route); the
-    consumer of that producer applies what the producer has published up to now,
-    and the whole route runs again with a new session. A refusal that stands
-    after the catch-up is the answer; a producer that cannot be reached within
-    `<SERVICE>_CATCH_UP_TIMEOUT_SECONDS` leaves the first refusal standing.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def attempt(request: Request) -> Response:
-            # FastAPI closes the route's function-scoped dependencies (the
-            # `DbSession`) when the whole route handler returns; each attempt gets
-            # its own exit stack instead, so the first attempt's transaction is
-            # rolled back and its connection given back before the catch-up (on
-            # SQLite the consumer could not write while it is held).
-            outer = request.scope.get("fastapi_function_astack")
-            try:
-                async with AsyncExitStack() as stack:
-                    request.scope["fastapi_function_astack"] = stack
-                    return await handler(request)
-            finally:
-                request.scope["fastapi_function_astack"] = outer
-
-        async def route(request: Request) -> Response:
-            try:
-                return await attempt(request)
-            except DomainError as exc:
-                consumers: list[FeedConsumer] = getattr(request.app.state, "feed_consumers", [])
-                consumer = next((c for c in consumers if exc.read_model and c.producer == exc.read_model), None)
-                if consumer is None:
-                    raise
-                if not await consumer.catch_up(request.app.state.settings.catch_up_timeout_seconds):
-                    raise
-            return await attempt(request)  # the request body is cached: it is read again as it was
-
-        return route
+# The route class every service router uses (kept under its old name here).
+ReadModelRoute = ServiceRoute

@@ -1,27 +1,36 @@
-"""Idempotency-Key on POSTs: same key and body replays the first answer; the database
-enforces one effect per (principal, key) even for concurrent requests."""
+"""Idempotency-Key on every POST: the same key and body replays the first answer; the
+database enforces one effect per (principal, key) even for concurrent requests.
+
+`routing.ServiceRoute` applies it to every POST route: `claim_key` (a dependency)
+claims the key in the request's transaction before the route runs, `record_answer`
+stores the answer in the same transaction when the route returns.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.clock import aware
+from services.common.db import DbSession
 from services.common.errors import DomainError
 from services.common.models import IdempotencyKey
+from services.common.principal import optional_principal
 
 HEADER = "Idempotency-Key"
 TTL = timedelta(hours=24)
+_CLAIM = "socialsec.idempotency_claim"
 
 
 class IdempotencyKeyRequired(DomainError):
@@ -65,42 +74,49 @@ async def request_fingerprint(request: Request) -> str:
     return h.hexdigest()
 
 
-def _replay(row: IdempotencyKey) -> JSONResponse:
-    resp = JSONResponse(json.loads(row.response_body or "null"), status_code=row.status_code or 200)
+class Replay(Exception):  # noqa: N818 - not an error: the stored answer, given again
+    """The key was used before with the same request: its stored answer."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("replay")
+        self.response = response
+
+
+@dataclass
+class Claim:
+    """A key claimed by this request, in its session."""
+
+    session: AsyncSession
+    row: IdempotencyKey
+    committed: bool = False  # the route committed mid-way (the claim outlives a later failure)
+    answered: bool = False
+
+
+def _replay(row: IdempotencyKey) -> Response:
+    body = (row.response_body or "").encode()
+    media = "application/json" if body else None
+    resp = Response(body, status_code=row.status_code or 200, media_type=media)
     resp.headers["Idempotent-Replayed"] = "true"
     return resp
 
 
-async def run_idempotent(
-    session: AsyncSession,
-    request: Request,
-    *,
-    scope: str,
-    action: Callable[[], Awaitable[Any]],
-    status_code: int = 201,
-    required: bool = False,
-) -> JSONResponse:
-    """Run `action` once per (scope, Idempotency-Key); store and replay its answer.
+async def claim_key(request: Request, session: DbSession) -> None:
+    """Claim (principal, Idempotency-Key) for this POST, or replay what that key answered.
 
-    The key is claimed by an INSERT before the action, in the same transaction: a
-    concurrent request with the same key waits on the unique index, then replays.
+    The key is claimed by an INSERT in the request's transaction: a concurrent request
+    with the same key waits on the unique index, then replays.
     """
     key = request.headers.get(HEADER)
     if key is None:
-        if required:
-            raise IdempotencyKeyRequired()
-        result = await action()
-        return JSONResponse(jsonable_encoder(result), status_code=status_code)
-    if not (1 <= len(key) <= 200) or not key.isprintable():
+        return
+    if not (1 <= len(key) <= 200) or not key.isprintable() or not key.isascii():
         raise IdempotencyKeyInvalid()
+    principal = optional_principal(request)
+    scope = principal.actor_id if principal is not None else "anonymous"
     fingerprint = await request_fingerprint(request)
-    clock = request.app.state.clock
-    now = clock.now()
-
+    now = request.app.state.clock.now()
     for _attempt in range(3):
-        row = IdempotencyKey(
-            scope=scope, key=key, request_hash=fingerprint, created_at=now, expires_at=now + TTL
-        )
+        row = IdempotencyKey(scope=scope, key=key, request_hash=fingerprint, created_at=now, expires_at=now + TTL)
         try:
             async with session.begin_nested():
                 session.add(row)
@@ -121,17 +137,77 @@ async def run_idempotent(
                 raise IdempotencyKeyReused() from None
             if existing.status_code is None:
                 raise IdempotencyInProgress() from None
-            return _replay(existing)
-        break
-    try:
-        result = await action()
-    except DomainError as exc:
-        if exc.keeps_changes:  # the transaction commits: the claim must not, so the key stays usable
-            await session.delete(row)
-            await session.flush()
-        raise
-    body = jsonable_encoder(result)
-    row.status_code = status_code
-    row.response_body = json.dumps(body, ensure_ascii=False)
-    await session.flush()
-    return JSONResponse(body, status_code=status_code)
+            raise Replay(_replay(existing)) from None
+        claim = Claim(session=session, row=row)
+
+        def _committed(_session: object, claim: Claim = claim) -> None:
+            claim.committed = True
+
+        event.listen(session.sync_session, "after_commit", _committed)
+        request.scope[_CLAIM] = claim
+        return
+    raise IdempotencyInProgress()
+
+
+async def record_answer(request: Request, response: Response) -> None:
+    """Store the route's answer with the claim, in the transaction about to commit."""
+    claim: Claim | None = request.scope.get(_CLAIM)
+    if claim is None or claim.answered:
+        return
+    body = getattr(response, "body", None)
+    if not isinstance(body, bytes | bytearray | memoryview):
+        # A streamed answer cannot be stored: release the key rather than hold it.
+        await release_claim(request)
+        return
+    claim.row.status_code = response.status_code
+    claim.row.response_body = bytes(body).decode("utf-8", errors="replace")
+    await claim.session.flush()
+    claim.answered = True
+
+
+async def release_claim(request: Request) -> None:
+    """A refusal that keeps its changes commits: the claim must not, so the key stays usable."""
+    claim: Claim | None = request.scope.pop(_CLAIM, None)
+    if claim is None:
+        return
+    await claim.session.delete(claim.row)
+    await claim.session.flush()
+
+
+async def forget_committed_claim(request: Request) -> None:
+    """After a failure, free a claim that a mid-route commit had already made durable.
+
+    Normally the claim rolls back with the failed request; a route that commits part
+    of its work before an outside call (opening a payment) has made the claim durable,
+    and without this the key would answer "in progress" until it expires.
+    """
+    claim: Claim | None = request.scope.pop(_CLAIM, None)
+    if claim is None or not claim.committed or claim.answered:
+        return
+    db = request.app.state.db
+    async with db.sessionmaker() as session:
+        await session.execute(
+            delete(IdempotencyKey).where(IdempotencyKey.id == claim.row.id, IdempotencyKey.status_code.is_(None))
+        )
+        await session.commit()
+
+
+async def run_idempotent(
+    session: AsyncSession,
+    request: Request,
+    *,
+    scope: str,
+    action: Callable[[], Awaitable[Any]],
+    status_code: int = 201,
+    required: bool = False,
+) -> JSONResponse:
+    """Run a route's action and answer its result with `status_code`.
+
+    The key itself is claimed and its answer stored by `ServiceRoute` for every POST;
+    `required=True` makes the key mandatory for this route (opening a payment).
+    """
+    del session, scope  # the claim is the route's (see ServiceRoute)
+    if required and request.headers.get(HEADER) is None:
+        raise IdempotencyKeyRequired()
+    result = await action()
+    return JSONResponse(jsonable_encoder(result), status_code=status_code)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import BigIntPK
+from services.common.types import UTCDateTime
 
 
 class KernelBase(DeclarativeBase):
@@ -28,7 +29,7 @@ class OutboxEvent(KernelBase):
     type: Mapped[str] = mapped_column(String(120), nullable=False)
     source: Mapped[str] = mapped_column(String(120), nullable=False)
     subject: Mapped[str | None] = mapped_column(String(200))
-    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    time: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
 
 
@@ -40,7 +41,7 @@ class InboxEvent(KernelBase):
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     producer: Mapped[str] = mapped_column(String(60), nullable=False)
     type: Mapped[str] = mapped_column(String(120), nullable=False)
-    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class ConsumerCursor(KernelBase):
@@ -50,7 +51,7 @@ class ConsumerCursor(KernelBase):
 
     producer: Mapped[str] = mapped_column(String(60), primary_key=True)
     cursor: Mapped[str] = mapped_column(String(60), nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class IdempotencyKey(KernelBase):
@@ -65,8 +66,8 @@ class IdempotencyKey(KernelBase):
     request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     status_code: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class AuditEntry(KernelBase):
@@ -75,7 +76,7 @@ class AuditEntry(KernelBase):
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     actor: Mapped[str] = mapped_column(String(200), nullable=False)
     actor_kind: Mapped[str] = mapped_column(String(20), nullable=False)
     action: Mapped[str] = mapped_column(String(100), nullable=False)

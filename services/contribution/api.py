@@ -12,7 +12,7 @@ from services.common.clock import Clock
 from services.common.db import DbSession
 from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
-from services.common.identifiers import RegionCode
+from services.common.identifiers import AsciiInt, Month, RegionCode
 from services.common.pagination import Page, decode_cursor, encode_cursor
 from services.common.pii import id_hash
 from services.common.principal import Principal, PrincipalKind, check_own_unit, require
@@ -38,10 +38,10 @@ from services.contribution.schemas import (
 router = APIRouter(prefix="/contribution/v1", tags=["contribution"], route_class=ReadModelRoute)
 
 RegionPath = Annotated[RegionCode, Path(examples=["110105"])]
-MonthPath = Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2025-07"])]
+MonthPath = Annotated[Month, Path(examples=["2025-07"])]
 CreditPath = Annotated[str, Path(min_length=18, max_length=18)]
 IdPath = Annotated[str, Path(min_length=1, max_length=36)]
-Limit = Annotated[int, Query(ge=1, le=200)]
+Limit = Annotated[AsciiInt, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(max_length=200)]
 
 Citizen1 = Annotated[Principal, Depends(require("citizen", min_level=1))]
@@ -75,7 +75,7 @@ def _ttl(request: Request) -> timedelta:
             summary="The policy in force (region, else city, else province)")
 async def get_policy(
     request: Request, session: DbSession, region_code: RegionPath,
-    on: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM; default this month")] = None,
+    on: Annotated[Month | None, Query(description="YYYY-MM; default this month")] = None,
 ) -> PolicyOut:
     month = on or _clock(request).current_month()
     return policies.policy_out(await policies.policy_in_force(session=session, region_code=region_code, month=month))
@@ -292,7 +292,7 @@ async def get_agency_declaration(session: DbSession, principal: Agency, declarat
 @router.get("/me/records", response_model=RecordsOut, summary="My paid months per insurance, the gaps, months to a pension")
 async def my_records(
     request: Request, session: DbSession, principal: Citizen1,
-    year: Annotated[int | None, Query(ge=1990, le=2100)] = None,
+    year: Annotated[AsciiInt | None, Query(ge=1990, le=2100)] = None,
 ) -> RecordsOut:
     clock = _clock(request)
     assert principal.id_number

@@ -10,7 +10,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Date,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -22,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import BigIntPK
+from services.common.types import UTCDateTime
 
 
 class Base(DeclarativeBase):
@@ -81,9 +81,9 @@ class Policy(Base):
     rounding: Mapped[str] = mapped_column(String(20), nullable=False)
     deadline_day: Mapped[int] = mapped_column(Integer, nullable=False)
     late_fee_per_10000_per_day: Mapped[int] = mapped_column(Integer, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     created_by: Mapped[str] = mapped_column(String(200), nullable=False)
-    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     superseded_by: Mapped[int | None] = mapped_column(BigInteger)
 
 
@@ -184,11 +184,11 @@ class Declaration(Base):
     deadline: Mapped[date | None] = mapped_column(Date)
     previous_declaration_id: Mapped[str | None] = mapped_column(String(36))
     created_by: Mapped[str] = mapped_column(String(200), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # cancelled or expired
-    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # cancelled or expired
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     paid_payment_id: Mapped[str | None] = mapped_column(String(64))
     paid_channel: Mapped[str | None] = mapped_column(String(20))
     paid_by: Mapped[str | None] = mapped_column(String(20))  # PaidBy
@@ -254,7 +254,7 @@ class ContributionRecord(Base):
     credit_code: Mapped[str | None] = mapped_column(String(18))
     declaration_id: Mapped[str] = mapped_column(ForeignKey("declarations.id"), nullable=False)
     payment_id: Mapped[str] = mapped_column(String(64), nullable=False)
-    paid_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    paid_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class AgencyAuthorization(Base):
@@ -271,5 +271,5 @@ class AgencyAuthorization(Base):
     agency_credit_code: Mapped[str] = mapped_column(String(18), nullable=False)
     valid_until: Mapped[date] = mapped_column(Date, nullable=False)
     note: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

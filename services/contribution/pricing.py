@@ -68,7 +68,7 @@ def parse_window(window: str) -> tuple[str, int]:
         return window, 0
     if window.startswith("months:"):
         n = window.split(":", 1)[1]
-        if n.isdigit() and 0 < int(n) <= 600:
+        if n.isascii() and n.isdigit() and 0 < int(n) <= 600:
             return "months", int(n)
     raise ValueError(f"unknown back-pay window {window!r}")
 

@@ -115,18 +115,38 @@ def payer_lines(
     return lines
 
 
+async def back_pay_window_in_force(
+    *, session: AsyncSession, region_code: str, current_month: str, fallback: Policy,
+) -> str:
+    """补缴期限: how far back one may pay is the rule of the policy in force today.
+
+    The back-pay rule, for every category: the policy in force on the day of the
+    request (its business month, Asia/Shanghai) decides how far back one may pay; the
+    policy in force for each month paid decides that month's amounts (band, rates,
+    grades, subsidy). A region with no policy in force today keeps the window of the
+    policy the request is priced under (`fallback`).
+    """
+    try:
+        today_policy = await policies_for_months(session=session, region_code=region_code, months=[current_month])
+    except PolicyNotFound:
+        return fallback.back_pay_window
+    return today_policy[current_month].back_pay_window
+
+
 async def price(*, session: AsyncSession, body: QuoteIn, today: date, current_month: str) -> Priced:
-    """Price a request against the policies in force; refuse what the rules refuse."""
+    """Price a request against the policies in force; refuse what the rules refuse.
+
+    The window comes from today's policy and the amounts from each month's policy
+    (see `back_pay_window_in_force`), for flexible months and resident years alike.
+    """
     if body.category == Category.resident:
         return await _price_resident(session=session, body=body, today=today, current_month=current_month)
     assert body.months is not None and body.base_fen is not None
     months = list(body.months)
     policies = await policies_for_months(session=session, region_code=body.region_code, months=months)
-    try:
-        today_policy = await policies_for_months(session=session, region_code=body.region_code, months=[current_month])
-        window = today_policy[current_month].back_pay_window
-    except PolicyNotFound:
-        window = policies[months[0]].back_pay_window
+    window = await back_pay_window_in_force(
+        session=session, region_code=body.region_code, current_month=current_month, fallback=policies[months[0]],
+    )
     back = check_months(months, current_month=current_month, window=window)
     lines: list[Line] = []
     for month in months:
@@ -153,9 +173,12 @@ async def _price_resident(*, session: AsyncSession, body: QuoteIn, today: date, 
     year_months = [f"{body.year:04d}-{m:02d}" for m in range(1, 13)]
     back_year = body.year < today.year
     if back_year:
-        earliest = earliest_back_pay_month(policy.back_pay_window, current_month)
+        window = await back_pay_window_in_force(
+            session=session, region_code=body.region_code, current_month=current_month, fallback=policy,
+        )
+        earliest = earliest_back_pay_month(window, current_month)
         if month_index(year_months[-1]) < month_index(earliest):
-            raise _window_error(policy.back_pay_window, earliest, [str(body.year)])
+            raise _window_error(window, earliest, [str(body.year)])
     if month_index(first) > month_index(latest_month_ahead(current_month)):
         latest = latest_month_ahead(current_month)
         raise MonthsTooFarAhead(params={"latest_month": latest, "months": [str(body.year)]},

@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse
 from services.common.clock import Clock
 from services.common.db import DbSession
 from services.common.idempotency import run_idempotent
-from services.common.identifiers import CreditCode, RegionCode
+from services.common.identifiers import AsciiInt, CreditCode, RegionCode
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from services.common.principal import Principal, check_own_unit, require
+from services.common.routing import ServiceRoute
 from services.registration import employers, persons, rules, self_enrolment
 from services.registration.errors import RegionalRuleNotFound
 from services.registration.schemas import (
@@ -36,7 +37,7 @@ from services.registration.schemas import (
     StaffPersonView,
 )
 
-router = APIRouter(prefix="/registration/v1", tags=["registration"])
+router = APIRouter(prefix="/registration/v1", tags=["registration"], route_class=ServiceRoute)
 
 Employer = Annotated[Principal, Depends(require("employer"))]
 EmployerOrStaff = Annotated[Principal, Depends(require("employer", "staff"))]
@@ -102,7 +103,7 @@ async def list_employees(
     session: DbSession,
     principal: EmployerOrStaff,
     status: Annotated[RosterStatus | None, Query(description="active or ended")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> RosterPage:
     check_own_unit(principal, credit_code)

@@ -13,11 +13,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import BigIntPK
 from services.common.pii import EncryptedString
+from services.common.types import UTCDateTime
 
 
 class Base(DeclarativeBase):
@@ -62,8 +63,8 @@ class Person(Base):
     pensioner_from: Mapped[date | None] = mapped_column(Date)
     pension_region_code: Mapped[str | None] = mapped_column(String(6))
     pension_scheme: Mapped[str | None] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class Employer(Base):
@@ -78,7 +79,7 @@ class Employer(Base):
     contact: Mapped[str] = mapped_column(String(100), nullable=False)
     work_injury_class: Mapped[int] = mapped_column(Integer, nullable=False)
     registered_on: Mapped[date] = mapped_column(Date, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     created_by: Mapped[str] = mapped_column(String(200), nullable=False)
 
 
@@ -104,7 +105,7 @@ class Enrolment(Base):
     start_month: Mapped[str] = mapped_column(String(7), nullable=False)
     end_month: Mapped[str | None] = mapped_column(String(7))
     end_reason: Mapped[str | None] = mapped_column(String(20))
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     employer_credit_code: Mapped[str | None] = mapped_column(ForeignKey("employers.credit_code"))
     hire_date: Mapped[date | None] = mapped_column(Date)
     separation_date: Mapped[date | None] = mapped_column(Date)
@@ -113,7 +114,7 @@ class Enrolment(Base):
     late: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     late_days: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     registered_on: Mapped[date] = mapped_column(Date, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     created_by: Mapped[str] = mapped_column(String(200), nullable=False)
     # Set while open, NULL once ended; unique, so the database refuses a second one.
     open_pension_key: Mapped[str | None] = mapped_column(String(36), unique=True)
@@ -129,7 +130,7 @@ class PersonChange(Base):
 
     seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     person_id: Mapped[str] = mapped_column(ForeignKey("persons.id"), nullable=False)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     change: Mapped[str] = mapped_column(String(30), nullable=False)
     enrolment_id: Mapped[str | None] = mapped_column(String(36))
     category: Mapped[str | None] = mapped_column(String(16))
@@ -149,5 +150,5 @@ class RegionalRule(Base):
     effective_from: Mapped[date] = mapped_column(Date, primary_key=True)
     flexible_non_local_allowed: Mapped[bool] = mapped_column(Boolean, nullable=False)
     note: Mapped[str | None] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     updated_by: Mapped[str] = mapped_column(String(200), nullable=False)

@@ -9,10 +9,10 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from services.common.enums import Category, Insurance
-from services.common.identifiers import CreditCode, IdNumber, Month, RegionCode
+from services.common.identifiers import CreditCode, IdNumber, Month, PersonName, RegionCode, UnitText
 from services.registration.models import ChangeKind, EndReason, EnrolmentStatus
 
-Name = Annotated[str, Field(min_length=1, max_length=50, examples=["张三"])]
+Name = PersonName
 InsuranceTypes = Annotated[list[Insurance], Field(min_length=1, max_length=5)]
 
 
@@ -26,10 +26,10 @@ class _In(BaseModel):
 
 class EmployerIn(_In):
     credit_code: CreditCode
-    name: str = Field(min_length=1, max_length=100)
+    name: UnitText = Field(min_length=1, max_length=100)
     region_code: RegionCode
-    address: str = Field(min_length=1, max_length=200)
-    contact: str = Field(min_length=1, max_length=100, description="contact person and phone")
+    address: UnitText = Field(min_length=1, max_length=200)
+    contact: UnitText = Field(min_length=1, max_length=100, description="contact person and phone")
     work_injury_class: StrictInt = Field(ge=1, le=8, description="industry risk class 1-8")
 
 

@@ -12,7 +12,7 @@ from services.common.db import DbSession
 from services.common.errors import wants_english
 from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
-from services.common.identifiers import RegionCode
+from services.common.identifiers import AsciiInt, RegionCode
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from services.common.principal import Principal, check_own_unit, require
 from services.review import certification as cert
@@ -54,7 +54,7 @@ Admin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
 EmployerP = Annotated[Principal, Depends(require("employer"))]
 EmployerOrStaff = Annotated[Principal, Depends(require("employer", "staff"))]
 CreditCodePath = Annotated[str, Path(min_length=18, max_length=18, description="unified social credit code")]
-YearPath = Annotated[int, Path(ge=2000, le=2100, description="the wage year declared")]
+YearPath = Annotated[AsciiInt, Path(ge=2000, le=2100, description="the wage year declared")]
 PersonIdPath = Annotated[str, Path(min_length=1, max_length=64)]
 DeclIdPath = Annotated[str, Path(min_length=1, max_length=36)]
 
@@ -184,7 +184,7 @@ async def run_sweep(request: Request, session: DbSession, principal: Operator) -
 async def roster(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Any:
     check_own_unit(principal, credit_code)
@@ -274,8 +274,8 @@ async def receipt(
 async def staff_list_declarations(
     session: DbSession, principal: Reviewer,
     status: Annotated[DeclarationStatus | None, Query()] = None,
-    year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    year: Annotated[AsciiInt | None, Query(ge=2000, le=2100)] = None,
+    limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=400)] = None,
 ) -> Any:
     return await decl.list_declarations(session=session, status=status, year=year, limit=limit, cursor=cursor)
@@ -287,7 +287,7 @@ async def staff_list_declarations(
 )
 async def staff_declaration_lines(
     session: DbSession, principal: Reviewer, declaration_id: DeclIdPath,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Any:
     return await decl.declared_lines(session=session, declaration_id=declaration_id, limit=limit, cursor=cursor)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.audit import record_audit
 from services.common.clock import Clock, aware
-from services.common.identifiers import normalize_id_number
+from services.common.identifiers import normalize_id_number, normalize_person_name
 from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
 from services.common.pii import cipher, mask_id_number
 from services.common.principal import Principal
@@ -51,7 +51,7 @@ SETTLED = (DeclarationStatus.submitted, DeclarationStatus.approved, DeclarationS
 _MESSAGES = {
     "missing": ("必填字段缺失", "required field missing"),
     "id_number_invalid": ("身份证号码无效", "invalid id number"),
-    "name_invalid": ("姓名应为1至50个字符", "a name is 1 to 50 characters"),
+    "name_invalid": ("姓名应为1至50个汉字、字母、间隔号（·）或空格", "a name is 1 to 50 letters, middle dots or spaces"),
     "wage_invalid": ("月平均工资应为非负整数（分）", "the average monthly wage is a non-negative integer in fen"),
     "wage_too_large": ("月平均工资超出合理范围", "the average monthly wage is implausibly large"),
     "duplicate_line": ("同一身份证号码重复申报", "the same id number is declared twice"),
@@ -120,9 +120,15 @@ def validate_lines(raw: list[Any], *, today: date, en: bool) -> tuple[list[dict[
         if name is None:
             errors.append(_line_error(n, "name", "missing", en))
             bad = True
-        elif not isinstance(name, str) or not (1 <= len(name.strip()) <= 50):
+        elif not isinstance(name, str):
             errors.append(_line_error(n, "name", "name_invalid", en))
             bad = True
+        else:
+            try:
+                name = normalize_person_name(name)
+            except ValueError:
+                errors.append(_line_error(n, "name", "name_invalid", en))
+                bad = True
         wage = line.get("avg_monthly_wage_fen")
         if wage is None:
             errors.append(_line_error(n, "avg_monthly_wage_fen", "missing", en))

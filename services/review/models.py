@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Date, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import BigIntPK
+from services.common.types import UTCDateTime
 
 
 class Base(DeclarativeBase):
@@ -29,7 +30,7 @@ class ReviewRule(Base):
     grace_days: Mapped[int] = mapped_column(Integer, nullable=False)
     declaration_deadline: Mapped[str] = mapped_column(String(5), nullable=False)  # MM-DD of the following year
     bases_from_month: Mapped[int] = mapped_column(Integer, nullable=False)  # 1-12
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     updated_by: Mapped[str] = mapped_column(String(80), nullable=False)
 
 
@@ -48,7 +49,7 @@ class Pensioner(Base):
     last_certified_on: Mapped[date | None] = mapped_column(Date)
     # The state the last sweep (or action) recorded; the state shown is computed from dates.
     recorded_state: Mapped[str] = mapped_column(String(20), nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class Certification(Base):
@@ -62,7 +63,7 @@ class Certification(Base):
     certified_on: Mapped[date] = mapped_column(Date, nullable=False)
     evidence: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(120), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class Suspension(Base):
@@ -77,10 +78,10 @@ class Suspension(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     from_month: Mapped[str] = mapped_column(String(7), nullable=False)
     created_by: Mapped[str] = mapped_column(String(120), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     resumed_from_month: Mapped[str | None] = mapped_column(String(7))
     back_pay_months: Mapped[list[str] | None] = mapped_column(JSON)
-    resumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class StateTransition(Base):
@@ -93,7 +94,7 @@ class StateTransition(Base):
     from_state: Mapped[str] = mapped_column(String(20), nullable=False)
     to_state: Mapped[str] = mapped_column(String(20), nullable=False)
     due_by: Mapped[date] = mapped_column(Date, nullable=False)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     cause: Mapped[str] = mapped_column(String(40), nullable=False)
 
 
@@ -161,10 +162,10 @@ class AnnualDeclaration(Base):
     overdue: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     reasons: Mapped[list[str] | None] = mapped_column(JSON)
     decided_by: Mapped[str | None] = mapped_column(String(120))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     history: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 

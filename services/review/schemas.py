@@ -7,8 +7,10 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
+from services.common.identifiers import Month
 
 
 class CertificationState(StrEnum):
@@ -56,17 +58,17 @@ class DeclarationStatus(StrEnum):
 
 # ---- rules -----------------------------------------------------------------------
 
-_DEADLINE_RE = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
+_DEADLINE_RE = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
 
 
 class ReviewRuleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    certification_months: int = Field(ge=1, le=24, description="months between two certifications")
-    resident_certification_months: int = Field(ge=1, le=24, description="the same for resident-scheme pensioners")
-    grace_days: int = Field(ge=0, le=365, description="days after the deadline before the pension is suspended")
+    certification_months: StrictInt = Field(ge=1, le=24, description="months between two certifications")
+    resident_certification_months: StrictInt = Field(ge=1, le=24, description="the same for resident-scheme pensioners")
+    grace_days: StrictInt = Field(ge=0, le=365, description="days after the deadline before the pension is suspended")
     declaration_deadline: str = Field(max_length=5, description="MM-DD of the year after the wage year")
-    bases_from_month: int = Field(ge=1, le=12, description="month of the year after the wage year the new bases apply from")
+    bases_from_month: StrictInt = Field(ge=1, le=12, description="month of the year after the wage year the new bases apply from")
     reason: str | None = Field(default=None, max_length=500)
 
     @field_validator("declaration_deadline")
@@ -142,7 +144,7 @@ class SuspensionIn(BaseModel):
 
     reason: StaffSuspensionReason
     detail: str | None = Field(default=None, max_length=2000)
-    from_month: Annotated[str | None, Field(default=None, max_length=7, pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None
+    from_month: Month | None = None
 
 
 class SweepOut(BaseModel):
@@ -287,7 +289,7 @@ class DecisionIn(BaseModel):
 class OverdueIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    year: int | None = Field(default=None, ge=2000, le=2100, description="wage year (default: last year)")
+    year: StrictInt | None = Field(default=None, ge=2000, le=2100, description="wage year (default: last year)")
 
 
 class OverdueItem(BaseModel):

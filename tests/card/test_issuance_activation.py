@@ -29,7 +29,7 @@ class TestIssuance:
         )
         assert r.status_code == 403 and r.json()["code"] == "staff_role_required"
 
-    @pytest.mark.parametrize("card_no", ["12345678", "J1234567", "JJ12345678", "J123456789", "", "J1234567８"])
+    @pytest.mark.parametrize("card_no", ["12345678", "J1234567", "JJ12345678", "J123456789", "", "J1234567٨", "J1234567𝟠"])
     async def test_bad_card_numbers(self, flow: Any, idn: str, card_no: str) -> None:
         await flow.enrol(idn)
         card = await flow.apply(idn)
@@ -38,6 +38,16 @@ class TestIssuance:
         )
         assert r.status_code == 422
         assert r.json()["errors"][0]["field"] == "card_no"
+
+    async def test_full_width_card_number_is_stored_in_ascii(self, flow: Any, idn: str) -> None:
+        await flow.enrol(idn)
+        card = await flow.apply(idn)
+        r = await flow.client.post(
+            f"/card/v1/cards/{card['id']}/issuance", json={"card_no": "ｊ１２３４５６７８", "bank": "工行"},
+            headers=flow.h(staff()),
+        )
+        assert r.status_code == 200, r.text
+        assert (await flow.card_row(card["id"])).card_no == "J12345678"
 
     async def test_oversized_bank_and_wrong_types(self, flow: Any) -> None:
         r = await flow.client.post(

@@ -62,7 +62,7 @@ class TestChangePin:
         r = await flow.change_pin(idn, INITIAL, "285714", auth_time=flow.now_epoch() - 301)
         assert r.status_code == 403 and r.json()["code"] == "fresh_auth_required"
 
-    @pytest.mark.parametrize("pin", ["12345", "1234567", "12a456", "", "１２３４５６"])
+    @pytest.mark.parametrize("pin", ["12345", "1234567", "12a456", "", "２８５７١٤", "２８５٧١٤", "285 714"])
     async def test_pin_format(self, flow: Any, idn: str, pin: str) -> None:
         await flow.active_card(idn)
         r = await flow.change_pin(idn, INITIAL, pin)

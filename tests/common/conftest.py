@@ -21,6 +21,7 @@ from services.common.identifiers import CreditCode, IdNumber, Month
 from services.common.models import KernelBase
 from services.common.pii import EncryptedString, id_hash, mask_id_number
 from services.common.principal import Principal, require
+from services.common.routing import ServiceRoute
 
 OUTBOX = Outbox("kernel-test")
 
@@ -68,7 +69,7 @@ class GuessIn(BaseModel):
     guess: str = Field(min_length=1, max_length=20)
 
 
-router = APIRouter(prefix="/t")
+router = APIRouter(prefix="/t", route_class=ServiceRoute)
 
 
 @router.post("/guesses", status_code=201)

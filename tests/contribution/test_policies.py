@@ -74,8 +74,11 @@ class TestGetPolicy:
         for bad in ("11010", "1101050", "A10105", "010105"):
             r = await svc.client.get(f"{P}/{bad}", params={"on": "2026-03"})
             assert r.status_code == 422 and r.json()["code"] == "region_code_invalid", (bad, r.text)
-        r = await svc.client.get(f"{P}/110000", params={"on": "2026-13"})
-        assert r.status_code == 422 and r.json()["code"] == "validation_failed"
+        for bad in ("2026-13", "２０２６-1３", "٢٠٢٦-03", "0000-01"):
+            r = await svc.client.get(f"{P}/110000", params={"on": bad})
+            assert r.status_code == 422 and r.json()["code"] == "month_invalid", bad
+        r = await svc.client.get(f"{P}/1１0000", params={"on": "２０２６-03"})  # full-width forms are read as ASCII
+        assert r.status_code == 200 and r.json()["region_code"] == "110000"
 
     async def test_seeded_policies_are_announced(self, svc: Any) -> None:
         events = await rows(svc, select(OutboxEvent).where(OutboxEvent.type == "contribution.policy.published.v1"))

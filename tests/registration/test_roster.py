@@ -38,7 +38,7 @@ class TestRoster:
         await reg.register_employer(CC_A)
         people = []
         for i in range(5):
-            out = await reg.enrol(id_number=make_id_number("110105", "19900101", f"{i + 10:03d}"), name=f"员工{i}")
+            out = await reg.enrol(id_number=make_id_number("110105", "19900101", f"{i + 10:03d}"), name=f"员工{'甲乙丙丁戊'[i]}")
             people.append(out)
         await reg.separate(people[1]["person_id"])
         await reg.separate(people[3]["person_id"])
@@ -53,12 +53,12 @@ class TestRoster:
             cursor = page["next_cursor"]
             if not cursor:
                 break
-        assert seen == [("员工0", "active"), ("员工1", "ended"), ("员工2", "active"), ("员工3", "ended"),
-                        ("员工4", "active")]
+        assert seen == [("员工甲", "active"), ("员工乙", "ended"), ("员工丙", "active"), ("员工丁", "ended"),
+                        ("员工戊", "active")]
         active = (await reg.client.get(url, params={"status": "active"}, headers=reg.h(employer(CC_A)))).json()
-        assert [i["name"] for i in active["items"]] == ["员工0", "员工2", "员工4"]
+        assert [i["name"] for i in active["items"]] == ["员工甲", "员工丙", "员工戊"]
         ended = (await reg.client.get(url, params={"status": "ended"}, headers=reg.h(employer(CC_A)))).json()
-        assert [(i["name"], i["end_month"]) for i in ended["items"]] == [("员工1", "2026-03"), ("员工3", "2026-03")]
+        assert [(i["name"], i["end_month"]) for i in ended["items"]] == [("员工乙", "2026-03"), ("员工丁", "2026-03")]
         item = active["items"][0]
         assert item["id_number_masked"].startswith("110105********") and "id_number" not in item
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from services.review.events import ANNUAL_DECLARATION_APPROVED
 from services.review.models import AnnualDeclaration, DeclarationLine
-from tests.helpers import citizen, employer, make_id_number, staff
+from tests.helpers import citizen, employer, make_id_number, name_of, staff
 from tests.review.conftest import CC, OTHER_CC, audits, many_id_numbers, outbox
 
 BASE = "/review/v1/employers/{cc}/annual-declarations/{year}"
@@ -156,7 +156,7 @@ class TestPutLines:
     async def test_five_thousand_lines_in_one_request(self, svc, feed):
         await setup_roster(feed)
         lines = [
-            {"id_number": idn, "name": f"职工{i}", "avg_monthly_wage_fen": 690_000 + 2 * i}
+            {"id_number": idn, "name": name_of(i), "avg_monthly_wage_fen": 690_000 + 2 * i}
             for i, idn in enumerate(many_id_numbers(5000))
         ]
         assert len({x["id_number"] for x in lines}) == 5000

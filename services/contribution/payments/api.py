@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from services.common.db import DbSession
 from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
+from services.common.identifiers import AsciiInt
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from services.common.principal import Principal, require
 from services.contribution.payments import service
@@ -133,7 +134,7 @@ async def certificate_pdf(
 )
 async def list_payments(
     session: DbSession, _staff: Operator, status: PaymentStatus | None = None, flagged: bool = False,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> PaymentPage:
     rows, nxt = await service.list_payments(session=session, status=status, flagged=flagged, limit=limit, cursor=cursor)

@@ -6,11 +6,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.db import BigIntPK
 from services.common.pii import EncryptedString
+from services.common.types import UTCDateTime
 from services.contribution.models import Base
 
 
@@ -52,10 +53,10 @@ class Payment(Base):
     prepay_id: Mapped[str | None] = mapped_column(String(64))  # WeChat Pay
     platform_trade_no: Mapped[str | None] = mapped_column(String(64))  # Alipay trade_no / WeChat transaction_id
     opened_by: Mapped[str] = mapped_column(String(200), nullable=False)
-    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    closes_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    closes_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     paid_amount_fen: Mapped[int | None] = mapped_column(BigInteger)
     flag: Mapped[str | None] = mapped_column(String(40))  # why staff must look (paid_after_close, ...)
     certificate_code: Mapped[str | None] = mapped_column(String(40), unique=True)
@@ -72,7 +73,7 @@ class PaymentNotification(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     channel: Mapped[str] = mapped_column(String(10), nullable=False)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     verified: Mapped[bool] = mapped_column(Boolean, nullable=False)
     outcome: Mapped[str] = mapped_column(String(40), nullable=False)
     out_trade_no: Mapped[str | None] = mapped_column(String(64))
@@ -101,6 +102,6 @@ class Certificate(Base):
     amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
     channel: Mapped[str] = mapped_column(String(10), nullable=False)
     platform_trade_no: Mapped[str | None] = mapped_column(String(64))
-    paid_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    paid_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -129,7 +129,7 @@ def verify_signed_message(
     kind = headers.get("wechatpay-signature-type") or headers.get("Wechatpay-Signature-Type")
     if kind and kind != SCHEMA:
         raise NotificationRejected("signature_type")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise NotificationRejected("timestamp")
     if abs(now - int(timestamp)) > tolerance:
         raise NotificationRejected("stale")

@@ -1,0 +1,102 @@
+"""The route class every service router uses: Idempotency-Key on every POST, and one
+retry of a refusal that a lagging read model may explain.
+
+`create_service_app` refuses to start when a POST route is not a `ServiceRoute`, so a
+new route cannot forget either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from fastapi import Depends, Request, Response
+from fastapi.params import Depends as DependsParam
+from fastapi.routing import APIRoute
+
+from services.common import idempotency
+from services.common.errors import DomainError
+
+
+class ServiceRoute(APIRoute):
+    """An API route with the kernel's request rules.
+
+    Idempotency: every POST gets `idempotency.claim_key` as a dependency. With an
+    `Idempotency-Key` header the key is claimed in the request's own transaction
+    before the route runs; the answer is stored in that same transaction when the
+    route returns, so the effect and its stored answer commit together. The same key
+    and body replays the stored answer; a refusal is answered, not stored (the claim
+    rolls back with the refusal, or is released when the refusal keeps its changes).
+
+    Read models: a citizen who has just enrolled in registration and at once declares
+    in contribution must not be told "not enrolled" because contribution's consumer
+    has not polled yet. When a route refuses with a `DomainError` that names its
+    `read_model` (the producer whose events it was read from), the request's
+    transaction has already rolled back; the consumer of that producer applies what
+    the producer has published up to now, and the whole route runs again with a new
+    session. A refusal that stands after the catch-up is the answer; a producer that
+    cannot be reached within `<SERVICE>_CATCH_UP_TIMEOUT_SECONDS` leaves the first
+    refusal standing.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        methods = {m.upper() for m in (kwargs.get("methods") or ())}
+        if "POST" in methods:
+            deps: list[DependsParam] = list(kwargs.get("dependencies") or ())
+            if not any(getattr(d, "dependency", None) is idempotency.claim_key for d in deps):
+                deps.insert(0, Depends(idempotency.claim_key))
+            kwargs["dependencies"] = deps
+        super().__init__(path, endpoint, **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def attempt(request: Request) -> Response:
+            # FastAPI closes the route's function-scoped dependencies (the
+            # `DbSession`) when the whole route handler returns; each attempt gets
+            # its own exit stack instead, so the first attempt's transaction is
+            # rolled back and its connection given back before the catch-up (on
+            # SQLite the consumer could not write while it is held), and the
+            # answer is stored before the transaction commits.
+            outer = request.scope.get("fastapi_function_astack")
+            try:
+                async with AsyncExitStack() as stack:
+                    request.scope["fastapi_function_astack"] = stack
+                    try:
+                        response = await handler(request)
+                    except DomainError as exc:
+                        if exc.keeps_changes:
+                            await idempotency.release_claim(request)
+                        raise
+                    await idempotency.record_answer(request, response)
+                    return response
+            except idempotency.Replay as replay:
+                return replay.response
+            except BaseException:
+                await idempotency.forget_committed_claim(request)
+                raise
+            finally:
+                request.scope["fastapi_function_astack"] = outer
+
+        async def route(request: Request) -> Response:
+            try:
+                return await attempt(request)
+            except DomainError as exc:
+                consumers: Sequence[Any] = getattr(request.app.state, "feed_consumers", [])
+                consumer = next((c for c in consumers if exc.read_model and c.producer == exc.read_model), None)
+                if consumer is None:
+                    raise
+                if not await consumer.catch_up(request.app.state.settings.catch_up_timeout_seconds):
+                    raise
+            return await attempt(request)  # the request body is cached: it is read again as it was
+
+        return route
+
+
+def unguarded_post_routes(routes: Sequence[Any]) -> list[str]:
+    """POST routes that are not `ServiceRoute`s (and so would ignore Idempotency-Key)."""
+    return [
+        r.path for r in routes
+        if isinstance(r, APIRoute) and "POST" in r.methods and not isinstance(r, ServiceRoute)
+    ]
