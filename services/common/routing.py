@@ -94,9 +94,17 @@ class ServiceRoute(APIRoute):
         return route
 
 
+def api_routes(routes: Sequence[Any]) -> list[APIRoute]:
+    """Every API route of an app, through the routers it includes."""
+    out: list[APIRoute] = []
+    for r in routes:
+        if isinstance(r, APIRoute):
+            out.append(r)
+        elif getattr(r, "original_router", None) is not None:  # an included router
+            out += api_routes(r.original_router.routes)
+    return out
+
+
 def unguarded_post_routes(routes: Sequence[Any]) -> list[str]:
     """POST routes that are not `ServiceRoute`s (and so would ignore Idempotency-Key)."""
-    return [
-        r.path for r in routes
-        if isinstance(r, APIRoute) and "POST" in r.methods and not isinstance(r, ServiceRoute)
-    ]
+    return [r.path for r in api_routes(routes) if "POST" in r.methods and not isinstance(r, ServiceRoute)]

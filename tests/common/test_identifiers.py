@@ -205,3 +205,21 @@ class TestNames:
 
     def test_names_are_stored_in_nfc(self) -> None:
         assert normalize_person_name("Jose\u0301") == "José"
+
+
+def test_a_service_with_a_post_route_that_forgets_idempotency_does_not_start() -> None:
+    from fastapi import APIRouter
+
+    from services.common.routing import unguarded_post_routes
+
+    plain = APIRouter(prefix="/x")
+
+    @plain.post("/things")
+    async def make_thing() -> dict[str, str]:
+        return {}
+
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.include_router(plain)
+    assert unguarded_post_routes(app.routes) == ["/x/things"]
