@@ -27,9 +27,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## lint: ruff, mypy, and the service boundaries (import-linter)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 ## migrate: upgrade every service database to the newest revision
 migrate: $(STAMP)

@@ -359,7 +359,7 @@ async def wechat_jsapi(request: Request) -> Response:
     message = f"{request.method}\n{path}\n{auth.get('timestamp')}\n{auth.get('nonce_str')}\n".encode() + body + b"\n"
     ts = auth.get("timestamp", "")
     if (
-        not ts.isdigit() or abs(int(ts) - st.now()) > 300
+        not (ts.isascii() and ts.isdigit()) or abs(int(ts) - st.now()) > 300
         or not _verify(st._key("wechatpay-merchant.pub.pem"), message, auth.get("signature", ""))
     ):
         return st.wechat_error(401, "SIGN_ERROR", "签名错误")

@@ -8,12 +8,11 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.card.errors import CardNotFound, IdentityMismatch
-from services.card.events import CARD_LOST, CardLost
+from services.card.events import CARD_LOST, OUTBOX, CardLost
 from services.card.models import Card, LossReport
 from services.card.rules import rule_for
 from services.card.schemas import CardStatus, LossKind, LossReportIn, LossReportOut
 from services.card.service import (
-    OUTBOX,
     card_out,
     lift,
     live_card,

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.card.models import Enrolment, Person
 from services.common.events import CloudEvent
-from services.registration.events import (
+from services.contracts.registration import (
     ENROLMENT_ENDED,
     PENSION_AWARDED,
     PERSON_ENROLLED,

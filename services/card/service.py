@@ -22,6 +22,7 @@ from services.card.errors import (
 from services.card.events import (
     CARD_ACTIVATED,
     CARD_REPLACED,
+    OUTBOX,
     CardActivated,
     CardReplaced,
 )
@@ -43,16 +44,19 @@ from services.card.schemas import (
 from services.common.audit import record_audit
 from services.common.clock import Clock, aware
 from services.common.errors import ValidationFailed
-from services.common.events import Outbox
 from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
-from services.common.pii import id_hash, mask_card_no, mask_id_number, mask_name
+from services.common.pii import id_hash, mask_id_number, mask_name
 from services.common.principal import ChannelKind, Principal, PrincipalKind
-
-OUTBOX = Outbox("card")
-
 
 # ---- shaping ---------------------------------------------------------------------
 
+
+
+def mask_card_no(value: str | None) -> str | None:
+    """`J12345678` -> `J******78`."""
+    if not value:
+        return value
+    return value[:1] + "*" * (len(value) - 3) + value[-2:]
 
 def card_no_masked(card: Card) -> str | None:
     """`J******78` without decrypting more than needed."""

@@ -1,30 +1,8 @@
-"""Enumerations spelled exactly as the public contract (API.md) spells them."""
+"""Enumerations every service uses, spelled exactly as the public contract (API.md) spells them.
 
-from enum import StrEnum
+The ones events carry live in `services.contracts.enums`, so producers and consumers agree.
+"""
 
+from services.contracts.enums import Category, Insurance
 
-class Insurance(StrEnum):
-    pension = "pension"
-    medical = "medical"
-    unemployment = "unemployment"
-    work_injury = "work_injury"
-    maternity = "maternity"
-
-
-class Category(StrEnum):
-    employee = "employee"
-    flexible = "flexible"
-    resident = "resident"
-
-
-class LinePayer(StrEnum):
-    employer = "employer"
-    employee = "employee"
-    individual = "individual"
-    government = "government"
-
-
-class PaidBy(StrEnum):
-    employer = "employer"
-    self = "self"
-    agency = "agency"
+__all__ = ["Category", "Insurance"]

@@ -93,13 +93,6 @@ def mask_id_number(value: str | None) -> str | None:
     return value[:6] + "*" * (len(value) - 10) + value[-4:]
 
 
-def mask_card_no(value: str | None) -> str | None:
-    """`J12345678` -> `J******78`."""
-    if not value:
-        return value
-    return value[:1] + "*" * (len(value) - 3) + value[-2:]
-
-
 def mask_name(value: str | None) -> str | None:
     """`张三丰` -> `*三丰`: the family name hidden, as on public certificate checks."""
     if not value:

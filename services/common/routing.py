@@ -107,4 +107,4 @@ def api_routes(routes: Sequence[Any]) -> list[APIRoute]:
 
 def unguarded_post_routes(routes: Sequence[Any]) -> list[str]:
     """POST routes that are not `ServiceRoute`s (and so would ignore Idempotency-Key)."""
-    return [r.path for r in api_routes(routes) if "POST" in r.methods and not isinstance(r, ServiceRoute)]
+    return [r.path for r in api_routes(routes) if "POST" in (r.methods or ()) and not isinstance(r, ServiceRoute)]

@@ -20,7 +20,7 @@ from services.contribution.errors import (
     NoActiveEmployees,
     NoPreviousDeclaration,
 )
-from services.contribution.events import EMPLOYER_ASSESSED, EmployerAssessed
+from services.contribution.events import EMPLOYER_ASSESSED, OUTBOX, EmployerAssessed
 from services.contribution.models import (
     Declaration,
     DeclarationSource,
@@ -29,7 +29,7 @@ from services.contribution.models import (
     KnownEmployer,
     KnownEnrolment,
 )
-from services.contribution.policies import OUTBOX, policy_in_force
+from services.contribution.policies import policy_in_force
 from services.contribution.pricing import Line, clamp, deadline_of, late_fee, round_fen
 from services.contribution.quotes import payer_lines
 from services.contribution.schemas import AssessmentIn, EmployerDeclarationIn

@@ -1,49 +1,25 @@
-"""Events the contribution service publishes (its public contract to consumers)."""
+"""Events the contribution service publishes: their schemas are its contract in
+`services.contracts.contribution`; OUTBOX writes them.
+"""
 
-from __future__ import annotations
+from services.common.events import Outbox
+from services.contracts.contribution import (
+    DECLARATION_PAID,
+    EMPLOYER_ASSESSED,
+    POLICY_PUBLISHED,
+    DeclarationPaid,
+    EmployerAssessed,
+    PolicyPublished,
+)
 
-from datetime import datetime
+OUTBOX = Outbox("contribution")
 
-from pydantic import BaseModel
-
-from services.common.enums import Category, PaidBy
-
-POLICY_PUBLISHED = "contribution.policy.published.v1"
-DECLARATION_PAID = "contribution.declaration.paid.v1"
-EMPLOYER_ASSESSED = "contribution.employer.assessed.v1"
-
-
-class PolicyPublished(BaseModel):
-    """A dated regional policy was added or replaced (the review service needs the band)."""
-
-    region_code: str
-    effective_from: str  # YYYY-MM
-    effective_to: str | None  # YYYY-MM, inclusive; None = open-ended
-    avg_wage_fen: int
-    base_lower_fen: int
-    base_upper_fen: int
-
-
-class DeclarationPaid(BaseModel):
-    """A declaration's payment was credited."""
-
-    declaration_id: str
-    payment_id: str
-    category: Category
-    region_code: str
-    months: list[str]
-    total_fen: int
-    paid_by: PaidBy
-    paid_at: datetime
-    channel: str
-    person_id_hash: str | None = None  # citizen declarations
-    credit_code: str | None = None  # employer declarations
-
-
-class EmployerAssessed(BaseModel):
-    """An undeclared month was assessed at 110% of the previous one (art. 62)."""
-
-    credit_code: str
-    month: str
-    assessed_total_fen: int
-    previous_total_fen: int
+__all__ = [
+    "OUTBOX",
+    "POLICY_PUBLISHED",
+    "DECLARATION_PAID",
+    "EMPLOYER_ASSESSED",
+    "PolicyPublished",
+    "DeclarationPaid",
+    "EmployerAssessed",
+]

@@ -9,15 +9,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.audit import record_audit
-from services.common.events import Outbox
 from services.common.identifiers import month_from_index, month_index, region_candidates
 from services.common.principal import Principal
 from services.contribution.errors import PolicyNotFound, PolicyOverlap, PolicyPeriodInvalid
-from services.contribution.events import POLICY_PUBLISHED, PolicyPublished
+from services.contribution.events import OUTBOX, POLICY_PUBLISHED, PolicyPublished
 from services.contribution.models import Policy
 from services.contribution.schemas import Grade, PolicyIn, PolicyOut
 
-OUTBOX = Outbox("contribution")
 _POLICY_LOCK = 7_400_000_000  # advisory-lock namespace for policy changes, plus the region code
 
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
-from services.common.enums import Insurance, LinePayer
+from services.common.enums import Insurance
 from services.common.identifiers import month_from_index, month_index
+from services.contribution.enums import LinePayer
 
 MONTHS_AHEAD = 12
 

@@ -7,8 +7,9 @@ from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.enums import Category, Insurance, LinePayer
+from services.common.enums import Category, Insurance
 from services.common.identifiers import month_index
+from services.contribution.enums import LinePayer
 from services.contribution.errors import (
     BackPaymentOutsideWindow,
     BaseOutsideBand,

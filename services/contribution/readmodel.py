@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.events import CloudEvent, Handler
 from services.common.identifiers import month_from_index, month_index, month_of
+from services.contracts import registration as reg
+from services.contracts import review as rev
 from services.contribution.models import EmployeeBase, KnownEmployer, KnownEnrolment, KnownPerson
-from services.registration import events as reg
-from services.review import events as rev
 
 
 async def _person(session: AsyncSession, person_id: str, id_hash: str, id_masked: str | None = None) -> KnownPerson:

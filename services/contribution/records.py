@@ -7,8 +7,9 @@ from collections import defaultdict
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.enums import Category, Insurance, LinePayer, PaidBy
+from services.common.enums import Category, Insurance
 from services.common.identifiers import month_index
+from services.contribution.enums import LinePayer, PaidBy
 from services.contribution.models import (
     ContributionRecord,
     Declaration,

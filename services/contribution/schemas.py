@@ -9,9 +9,10 @@ from typing import Annotated, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from services.common.enums import Category, Insurance, LinePayer, PaidBy
+from services.common.enums import Category, Insurance
 from services.common.errors import register_validation_code
 from services.common.identifiers import CreditCode, IdNumber, Month, RegionCode
+from services.contribution.enums import LinePayer, PaidBy
 from services.contribution.pricing import Rounding
 
 register_validation_code("duplicate_months", "同一申报中月份重复")

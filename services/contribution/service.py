@@ -17,11 +17,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.clock import Clock, aware
-from services.common.enums import Category, LinePayer, PaidBy
+from services.common.enums import Category
 from services.common.identifiers import month_index
 from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
 from services.common.pii import id_hash
 from services.common.principal import Principal, PrincipalKind
+from services.contribution.enums import LinePayer, PaidBy
 from services.contribution.errors import (
     CategoryNotAllowed,
     DeclarationAlreadyPaid,
@@ -31,7 +32,7 @@ from services.contribution.errors import (
     NotEnrolled,
     PaymentInProgress,
 )
-from services.contribution.events import DECLARATION_PAID, DeclarationPaid
+from services.contribution.events import DECLARATION_PAID, OUTBOX, DeclarationPaid
 from services.contribution.models import (
     AgencyAuthorization,
     ContributionRecord,
@@ -42,7 +43,6 @@ from services.contribution.models import (
     DeclaredMonth,
     KnownEnrolment,
 )
-from services.contribution.policies import OUTBOX
 from services.contribution.pricing import Line, round_fen
 from services.contribution.quotes import Priced, line_out, price
 from services.contribution.schemas import (

@@ -29,6 +29,7 @@ from services.registration.errors import (
     SeparationTooFarAhead,
     UnderWorkingAge,
 )
+from services.registration.events import OUTBOX
 from services.registration.models import (
     ChangeKind,
     Employer,
@@ -47,7 +48,6 @@ from services.registration.schemas import (
     SeparationIn,
 )
 from services.registration.service import (
-    OUTBOX,
     add_change,
     check_insurance_types,
     conflict,

@@ -21,6 +21,7 @@ from services.registration.errors import (
     PersonIsPensioner,
     PersonNotFound,
 )
+from services.registration.events import OUTBOX
 from services.registration.models import ChangeKind, Employer, EndReason, Enrolment, Person, PersonChange
 from services.registration.schemas import (
     EnrolmentOut,
@@ -32,7 +33,6 @@ from services.registration.schemas import (
     StaffPersonView,
 )
 from services.registration.service import (
-    OUTBOX,
     add_change,
     citizen_id_number,
     end_enrolment,

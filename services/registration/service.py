@@ -12,7 +12,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.enums import Category, Insurance
-from services.common.events import Outbox
 from services.common.identifiers import (
     id_number_info,
     month_from_index,
@@ -30,6 +29,7 @@ from services.registration.errors import (
     PersonNotFound,
     RealnameIdentityInvalid,
 )
+from services.registration.events import OUTBOX
 from services.registration.models import (
     ChangeKind,
     EndReason,
@@ -43,8 +43,6 @@ from services.registration.schemas import (
     EnrolmentOut,
     EnrolmentRef,
 )
-
-OUTBOX = Outbox("registration")
 
 # Insurance types each category may hold.
 ALLOWED_TYPES: dict[Category, frozenset[Insurance]] = {

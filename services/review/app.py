@@ -12,7 +12,7 @@ from services.common.jobs import periodic
 from services.common.settings import CommonSettings
 from services.review.api import router
 from services.review.certification import sweep
-from services.review.consumers import CONSUMERS
+from services.review.readmodel import CONSUMERS
 from services.review.settings import Settings
 
 log = logging.getLogger("socialsec.review")

@@ -13,12 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.audit import record_audit
 from services.common.clock import Clock, aware
-from services.common.events import Outbox
 from services.common.identifiers import month_from_index, month_index, month_of
 from services.common.pii import id_hash
 from services.common.principal import Principal
 from services.review.errors import AlreadySuspended, PensionerNotFound, RuleNotFound, SuspensionMonthInvalid
-from services.review.events import PENSION_RESUMED, PENSION_SUSPENDED, PensionResumed, PensionSuspended
+from services.review.events import (
+    OUTBOX,
+    PENSION_RESUMED,
+    PENSION_SUSPENDED,
+    PensionResumed,
+    PensionSuspended,
+)
 from services.review.models import Certification, Pensioner, ReviewRule, StateTransition, Suspension
 from services.review.rules import rule_in_force
 from services.review.schemas import (
@@ -32,7 +37,6 @@ from services.review.schemas import (
     SweepOut,
 )
 
-OUTBOX = Outbox("review")
 DUE_WINDOW_DAYS = 30  # "due" starts this many days before the deadline
 SWEEP_BATCH = 500
 

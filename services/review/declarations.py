@@ -16,7 +16,6 @@ from services.common.identifiers import normalize_id_number, normalize_person_na
 from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
 from services.common.pii import cipher, mask_id_number
 from services.common.principal import Principal
-from services.review.certification import OUTBOX
 from services.review.errors import (
     DeclarationIncomplete,
     DeclarationNotEditable,
@@ -25,7 +24,12 @@ from services.review.errors import (
     EmployerNotFound,
     YearNotDeclarable,
 )
-from services.review.events import ANNUAL_DECLARATION_APPROVED, AnnualDeclarationApproved, ApprovedLine
+from services.review.events import (
+    ANNUAL_DECLARATION_APPROVED,
+    OUTBOX,
+    AnnualDeclarationApproved,
+    ApprovedLine,
+)
 from services.review.models import AnnualDeclaration, Band, DeclarationLine, Employer, ReviewRule, RosterEntry
 from services.review.roster import roster_for_year
 from services.review.rules import band_in_force, clamp, rule_in_force

@@ -14,7 +14,7 @@ from services.card.readmodel import HANDLERS
 from services.common.clock import FrozenClock
 from services.common.events import CloudEvent
 from services.common.pii import cipher, id_hash, mask_id_number
-from services.registration import events as reg
+from services.contracts import registration as reg
 from tests.helpers import channel, citizen, make_id_number, staff
 
 START = datetime(2026, 3, 10, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select, text
 
 from services.card.models import Card
-from services.registration import events as reg
+from services.contracts import registration as reg
 from tests.helpers import channel, employer, make_id_number, staff
 
 

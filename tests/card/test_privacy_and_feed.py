@@ -13,7 +13,7 @@ from sqlalchemy import select
 from services.card.models import Enrolment, Person
 from services.card.readmodel import HANDLERS
 from services.common.events import FeedConsumer, Outbox
-from services.registration import events as reg
+from services.contracts import registration as reg
 from tests.card.conftest import CARD_NO
 from tests.helpers import channel
 

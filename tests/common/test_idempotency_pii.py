@@ -9,6 +9,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import func, select, text
 
+from services.card.service import mask_card_no
 from services.common.identifiers import (
     RegionCode,
     id_number_info,
@@ -18,7 +19,7 @@ from services.common.identifiers import (
     region_candidates,
 )
 from services.common.models import AuditEntry, IdempotencyKey, OutboxEvent
-from services.common.pii import mask_card_no, mask_id_number, redact
+from services.common.pii import mask_id_number, redact
 from tests.common.conftest import Widget
 from tests.helpers import citizen, make_id_number, principal_headers, staff
 

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from services.common.models import AuditEntry, OutboxEvent
 from services.common.pii import id_hash
+from services.contracts import registration as reg
 from services.contribution.models import ContributionRecord
-from services.registration import events as reg
 from tests.contribution.conftest import (
     ALICE,
     BOB,
@@ -136,7 +136,7 @@ class TestEmployerDeclaration:
         assert ev.data["credit_code"] == UNIT and ev.data["person_id_hash"] is None
 
     async def test_approved_annual_bases_apply_from_their_month(self, svc: Any) -> None:
-        from services.review import events as rev
+        from services.contracts import review as rev
 
         await three_employees(svc)
         await feed(svc, rev.ANNUAL_DECLARATION_APPROVED, rev.AnnualDeclarationApproved(

@@ -11,9 +11,9 @@ from sqlalchemy import select
 from services.common.clock import FrozenClock
 from services.common.events import FeedConsumer
 from services.common.pii import id_hash
+from services.contracts import registration as reg
 from services.contribution.models import DeclaredMonth, KnownEnrolment, KnownPerson
 from services.contribution.readmodel import REGISTRATION_HANDLERS
-from services.registration import events as reg
 from tests.contribution.conftest import ALICE, BOB, NOW, UNIT, enrol_self, feed, person_ref, rows
 from tests.helpers import citizen, employer, staff
 

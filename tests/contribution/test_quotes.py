@@ -7,7 +7,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.common.enums import Category, LinePayer
+from services.common.enums import Category
+from services.contribution.enums import LinePayer
 from services.contribution.models import Policy
 from services.contribution.pricing import late_fee, premium, round_fen
 from services.contribution.quotes import Priced, payer_lines

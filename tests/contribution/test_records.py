@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from services.registration import events as reg
+from services.contracts import registration as reg
 from tests.contribution.conftest import (
     AGENCY,
     ALICE,

@@ -13,9 +13,9 @@ from services.common.clock import FrozenClock
 from services.common.events import CloudEvent
 from services.common.models import AuditEntry, OutboxEvent
 from services.common.pii import cipher, id_hash, mask_id_number
+from services.contracts import registration as reg
 from services.contribution import events as contrib
-from services.registration import events as reg
-from services.review.consumers import CONSUMERS
+from services.review.readmodel import CONSUMERS
 from tests.helpers import make_credit_code, make_id_number
 
 START = datetime(2026, 3, 10, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai

@@ -6,8 +6,8 @@ import httpx
 from sqlalchemy import select
 
 from services.common.events import FeedConsumer
-from services.review.consumers import CONSUMERS
 from services.review.models import Employer, Pensioner, RosterEntry
+from services.review.readmodel import CONSUMERS
 from tests.helpers import employer, staff
 from tests.review.conftest import CC, START, idn
 

@@ -8,8 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.clock import aware
 from services.common.enums import Category
 from services.common.events import CloudEvent
-from services.contribution.events import POLICY_PUBLISHED, PolicyPublished
-from services.registration.events import (
+from services.contracts.contribution import POLICY_PUBLISHED, PolicyPublished
+from services.contracts.registration import (
     EMPLOYER_REGISTERED,
     ENROLMENT_ENDED,
     PENSION_AWARDED,

@@ -1,0 +1,49 @@
+"""Events the contribution service publishes (its public contract to consumers)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from services.contracts.enums import Category, PaidBy
+
+POLICY_PUBLISHED = "contribution.policy.published.v1"
+DECLARATION_PAID = "contribution.declaration.paid.v1"
+EMPLOYER_ASSESSED = "contribution.employer.assessed.v1"
+
+
+class PolicyPublished(BaseModel):
+    """A dated regional policy was added or replaced (the review service needs the band)."""
+
+    region_code: str
+    effective_from: str  # YYYY-MM
+    effective_to: str | None  # YYYY-MM, inclusive; None = open-ended
+    avg_wage_fen: int
+    base_lower_fen: int
+    base_upper_fen: int
+
+
+class DeclarationPaid(BaseModel):
+    """A declaration's payment was credited."""
+
+    declaration_id: str
+    payment_id: str
+    category: Category
+    region_code: str
+    months: list[str]
+    total_fen: int
+    paid_by: PaidBy
+    paid_at: datetime
+    channel: str
+    person_id_hash: str | None = None  # citizen declarations
+    credit_code: str | None = None  # employer declarations
+
+
+class EmployerAssessed(BaseModel):
+    """An undeclared month was assessed at 110% of the previous one (art. 62)."""
+
+    credit_code: str
+    month: str
+    assessed_total_fen: int
+    previous_total_fen: int

@@ -1,0 +1,25 @@
+"""Enumerations that events carry, spelled exactly as the public contract (API.md) spells them."""
+
+from enum import StrEnum
+
+
+class Insurance(StrEnum):
+    pension = "pension"
+    medical = "medical"
+    unemployment = "unemployment"
+    work_injury = "work_injury"
+    maternity = "maternity"
+
+
+class Category(StrEnum):
+    employee = "employee"
+    flexible = "flexible"
+    resident = "resident"
+
+
+class PaidBy(StrEnum):
+    """Who paid a month, as records and `contribution.declaration.paid.v1` say."""
+
+    employer = "employer"
+    self = "self"
+    agency = "agency"
