@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -13,6 +14,8 @@ from services.common.errors import DomainError
 T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
+# What `encode_cursor` writes: unpadded URL-safe base64, nothing else.
+_CURSOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,400}$")
 MAX_LIMIT = 500
 
 
@@ -37,6 +40,8 @@ def decode_cursor(cursor: str | None) -> list[Any] | None:
     """The sort key inside a cursor; 422 cursor_invalid for anything else."""
     if not cursor:
         return None
+    if not _CURSOR_RE.match(cursor):
+        raise CursorInvalid()
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
