@@ -12,29 +12,18 @@ from services.card.errors import NoRule, RuleExists, RuleInPast
 from services.card.models import CardRule
 from services.card.schemas import CardRuleIn, CardRuleOut, CardRulePage
 from services.common.audit import record_audit
-from services.common.identifiers import region_candidates
 from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
 from services.common.principal import Principal
+from services.common.regional import in_force_for_region
 
 NATIONAL = "000000"
 
 
 async def rule_for(*, session: AsyncSession, region_code: str, on: date) -> CardRule:
     """The rule in effect on a date: the region's own, else its city's, province's, the national one."""
-    candidates = [*region_candidates(region_code), NATIONAL]
-    rows = (
-        await session.execute(
-            select(CardRule).where(
-                CardRule.region_code.in_(candidates),
-                CardRule.effective_from <= on,
-                or_(CardRule.effective_to.is_(None), CardRule.effective_to >= on),
-            )
-        )
-    ).scalars().all()
-    for code in candidates:
-        mine = sorted((r for r in rows if r.region_code == code), key=lambda r: r.effective_from, reverse=True)
-        if mine:
-            return mine[0]
+    rule = await in_force_for_region(session, CardRule, region_code=region_code, on=on, fallbacks=[NATIONAL])
+    if rule is not None:
+        return rule
     raise NoRule(params={"region_code": region_code})
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.audit import record_audit
 from services.common.identifiers import region_candidates
 from services.common.principal import Principal
+from services.common.regional import in_force_for_region
 from services.registration.errors import NonLocalNotAllowed
 from services.registration.models import RegionalRule
 from services.registration.schemas import RegionalRuleIn, RegionalRuleOut
@@ -26,19 +27,7 @@ def rule_out(rule: RegionalRule) -> RegionalRuleOut:
 
 async def rule_in_force(*, session: AsyncSession, region_code: str, on: date) -> RegionalRule | None:
     """The rule in force on a date at the region, else its city, else its province."""
-    candidates = region_candidates(region_code)
-    rows = (
-        await session.execute(
-            select(RegionalRule)
-            .where(RegionalRule.region_code.in_(candidates), RegionalRule.effective_from <= on)
-            .order_by(RegionalRule.effective_from.desc())
-        )
-    ).scalars().all()
-    for code in candidates:
-        for row in rows:
-            if row.region_code == code:
-                return row
-    return None
+    return await in_force_for_region(session, RegionalRule, region_code=region_code, on=on)
 
 
 async def check_household(*, session: AsyncSession, region_code: str, household_region_code: str, on: date) -> None:

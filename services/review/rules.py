@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.audit import record_audit
 from services.common.clock import Clock
-from services.common.identifiers import region_candidates
 from services.common.principal import Principal
+from services.common.regional import in_force_for_region
 from services.review.errors import RuleNotFound
 from services.review.models import Band, ReviewRule
 from services.review.schemas import ReviewRuleIn, ReviewRuleOut
@@ -24,18 +24,9 @@ def rule_out(rule: ReviewRule) -> ReviewRuleOut:
 
 async def rule_in_force(*, session: AsyncSession, region_code: str, on: date) -> ReviewRule:
     """The rule of the region, else its city, else its province, in force on a date."""
-    candidates = region_candidates(region_code)
-    rows = (
-        await session.execute(
-            select(ReviewRule)
-            .where(ReviewRule.region_code.in_(candidates), ReviewRule.effective_from <= on)
-            .order_by(ReviewRule.effective_from.desc())
-        )
-    ).scalars().all()
-    for code in candidates:
-        for r in rows:
-            if r.region_code == code:
-                return r
+    rule = await in_force_for_region(session, ReviewRule, region_code=region_code, on=on)
+    if rule is not None:
+        return rule
     raise RuleNotFound(
         detail_zh=f"地区 {region_code} 在 {on} 没有适用的年审规则",
         detail_en=f"No review rule for region {region_code} on {on}",
@@ -89,19 +80,7 @@ async def put_rule(
 
 async def band_in_force(*, session: AsyncSession, region_code: str, month: str) -> Band | None:
     """The contribution base band of the region (or its city, or province) in force in a month."""
-    candidates = region_candidates(region_code)
-    rows = (
-        await session.execute(
-            select(Band)
-            .where(Band.region_code.in_(candidates), Band.effective_from <= month)
-            .order_by(Band.effective_from.desc())
-        )
-    ).scalars().all()
-    for code in candidates:
-        for b in rows:
-            if b.region_code == code and (b.effective_to is None or b.effective_to >= month):
-                return b
-    return None
+    return await in_force_for_region(session, Band, region_code=region_code, on=month)
 
 
 def clamp(value: int, band: Band | None) -> int:
