@@ -41,6 +41,17 @@ def _window(value: str) -> str:
     return value
 
 
+TierPct = Annotated[int, Field(strict=True, ge=1, le=300)]
+YearKey = Annotated[str, Field(pattern=r"^(19[5-9][0-9]|20[0-9][0-9]|2100)$")]
+
+
+class LevyPayer(StrEnum):
+    """Who pays a fixed medical levy: an employee (withheld by the unit) or a flexible worker."""
+
+    employee = "employee"
+    individual = "individual"
+
+
 Months = Annotated[list[Month], Field(min_length=1, max_length=36), AfterValidator(_distinct_months)]
 
 
@@ -92,6 +103,21 @@ class PolicyIn(BaseModel):
     rounding: Rounding = Rounding.fen_half_up
     deadline_day: int = Field(15, strict=True, ge=1, le=31)
     late_fee_per_10000_per_day: int = Field(5, strict=True, ge=0, le=100)
+    flexible_base_tiers_pct: list[TierPct] = Field(
+        default_factory=list, max_length=10,
+        description="fixed flexible-worker bases, percent of avg_wage_fen (e.g. 60, 70, 80, 90, 100); "
+                    "empty: any base inside the band",
+    )
+    medical_levies_fen: dict[LevyPayer, FenOrZero] = Field(
+        default_factory=dict, description="fixed monthly medical levy in fen by payer (employee, individual)",
+    )
+    account_interest_rates: dict[YearKey, RateBp] = Field(
+        default_factory=dict, max_length=200,
+        description="individual-account interest (记账利率) by year, basis points: {\"2024\": 262}",
+    )
+    resident_basic_pension_fen: FenOrZero | None = Field(
+        None, description="residents' basic pension (城乡居民基础养老金), fen a month",
+    )
     reason: str | None = Field(None, max_length=500)
 
     @model_validator(mode="after")
@@ -101,6 +127,8 @@ class PolicyIn(BaseModel):
         grades = [g.grade_fen for g in self.grades]
         if len(set(grades)) != len(grades):
             raise ValueError("a grade appears more than once")
+        if len(set(self.flexible_base_tiers_pct)) != len(self.flexible_base_tiers_pct):
+            raise ValueError("a tier appears more than once")
         return self
 
 
@@ -121,6 +149,13 @@ class PolicyOut(BaseModel):
     rounding: str
     deadline_day: int
     late_fee_per_10000_per_day: int
+    flexible_base_tiers_pct: list[int] = Field(default_factory=list)
+    flexible_base_tiers_fen: list[int] = Field(
+        default_factory=list, description="the tiers in fen: avg_wage_fen x percent, to the fen half up",
+    )
+    medical_levies_fen: dict[str, int] = Field(default_factory=dict)
+    account_interest_rates: dict[str, int] = Field(default_factory=dict)
+    resident_basic_pension_fen: int | None = None
     version: int
     created_at: datetime
     superseded_at: datetime | None = None
