@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -360,3 +360,53 @@ class RecordsOut(BaseModel):
     pension_months_required: int = Field(description="minimum for a monthly pension, for someone retiring this year")
     pension_months_remaining: int
 
+
+
+# ---- pension estimate -----------------------------------------------------------------
+
+
+class RetirementOut(BaseModel):
+    """The statutory retirement month under the 2024 gradual-increase decision."""
+
+    basis: str = Field(description="male, female_worker (original age 50), female_cadre (55) or resident (60)")
+    original_age_years: int
+    original_month: str = Field(description="YYYY-MM the person would have retired in before the decision")
+    delay_months: int
+    age_years: int
+    age_extra_months: int = Field(description="months beyond age_years (60 years and 3 months: 60 and 3)")
+    month: str = Field(description="YYYY-MM: the statutory retirement month")
+
+
+class AssumptionOut(BaseModel):
+    code: str = Field(description="stable key: retirement_age_rule, minimum_years, average_wage, account_interest, ...")
+    value: Any = None
+    text: str = Field(description="what was assumed, in the request's language")
+
+
+class PensionFiguresOut(BaseModel):
+    """The estimated monthly pension at the retirement month, in fen."""
+
+    average_wage_fen: int | None = Field(None, description="employee and flexible: the local average wage used")
+    average_index: str | None = Field(None, description="average contribution index, 4 decimals (a string, no float)")
+    contribution_months: int = Field(description="months counted: paid so far plus those assumed until retirement")
+    basic_pension_fen: int
+    account_balance_fen: int = Field(description="individual account at retirement, interest included")
+    divisor: int = Field(description="计发月数 (139 at 60, 170 at 55, 195 at 50 ...)")
+    account_pension_fen: int
+    monthly_pension_fen: int
+
+
+class PensionEstimateOut(BaseModel):
+    category: Category
+    region_code: str
+    policy_region_code: str
+    birth_month: str
+    sex: str
+    retirement: RetirementOut
+    minimum_months_required: int = Field(description="minimum months in force in the retirement year")
+    months_paid: int = Field(description="pension months paid so far (resident years count 12)")
+    months_needed: int = Field(description="months still needed to reach the minimum")
+    months_projected: int = Field(description="months assumed paid from now until retirement")
+    eligible_at_retirement: bool = Field(description="paid plus projected months reach the minimum")
+    estimate: PensionFiguresOut
+    assumptions: list[AssumptionOut]
