@@ -420,7 +420,7 @@ async def _resident(
     retire_index = month_index(retirement.month)
     projected: list[int] = []
     if chosen.end_month is None or month_index(chosen.end_month) >= now_index:
-        last_year = (retire_index - 1) // 12
+        last_year = (retire_index - 12) // 12  # a year whose December credit comes before the retirement month
         projected = [y for y in range(now_index // 12, last_year + 1) if y not in years]
     if projected:
         grades = sorted(today_policy.grades, key=lambda g: int(g["grade_fen"]))
