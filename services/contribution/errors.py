@@ -50,7 +50,6 @@ class PersonIsPensioner(DomainError):
     code = "person_is_pensioner"
     title_zh = "已领取养老金，无需测算"
     title_en = "The person already receives a pension"
-    read_model = "registration"
 
 
 class GradeNotOffered(DomainError):
