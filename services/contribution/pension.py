@@ -270,6 +270,11 @@ async def estimate(
             f"女性原法定退休年龄{original}周岁（{why_zh}），自2025年1月起{step_zh}",
             f"Women: originally {original} ({why_en}), from 2025-01 {step_en}",
         ))
+    if female_post is not None and not basis.startswith("female_"):
+        assumptions.append(Assumption(
+            "female_post_ignored", str(female_post), "female_post 只适用于职工（含灵活就业）女性，此处未使用",
+            "female_post applies to women in the employee scheme (flexible included) only: not used here",
+        ))
     retirement = statutory_retirement(birth, original_age_years=original)
     if category == Category.resident:
         retirement = Retirement(original_age_years=RESIDENT_AGE, original_month=retirement.original_month,

@@ -183,6 +183,8 @@ class TestPensionEstimate:
         assert "年" in assumption(body, "minimum_years")["text"]
         en = (await svc.client.get(E, headers={**svc.headers(citizen(ALICE)), "Accept-Language": "en"})).json()
         assert en["assumptions"][0]["text"].startswith("Men: originally 60")
+        cadre = (await svc.client.get(E, params={"female_post": "cadre"}, headers=svc.headers(citizen(ALICE)))).json()
+        assert cadre["retirement"]["month"] == "2053-01" and assumption(cadre, "female_post_ignored")["value"] == "cadre"
 
     async def test_interest_where_the_policy_holds_rates(self, svc: Any) -> None:
         # Staff publish a 2026 rate of 2%: the three months paid earn 2% x (13 - m)/12 in 2026, and the
