@@ -10,13 +10,14 @@ from fastapi.responses import JSONResponse
 
 from services.common.clock import Clock
 from services.common.db import DbSession
+from services.common.errors import wants_english
 from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
-from services.common.identifiers import AsciiInt, Month, RegionCode
+from services.common.identifiers import AsciiInt, Month, RegionCode, id_number_info
 from services.common.pagination import Page, decode_cursor, encode_cursor
 from services.common.pii import id_hash
 from services.common.principal import Principal, PrincipalKind, check_own_unit, require
-from services.contribution import agencies, employers, policies, records, service
+from services.contribution import agencies, employers, pension, policies, records, service
 from services.contribution.quotes import price, quote_out
 from services.contribution.schemas import (
     AgencyAuthorizationIn,
@@ -24,15 +25,19 @@ from services.contribution.schemas import (
     AgencyAuthorizationPage,
     AgencyDeclarationIn,
     AssessmentIn,
+    AssumptionOut,
     DeclarationIn,
     DeclarationOut,
     DeclarationPage,
     EmployerDeclarationIn,
+    PensionEstimateOut,
+    PensionFiguresOut,
     PolicyIn,
     PolicyOut,
     QuoteIn,
     QuoteOut,
     RecordsOut,
+    RetirementOut,
 )
 
 router = APIRouter(prefix="/contribution/v1", tags=["contribution"], route_class=ReadModelRoute)
@@ -301,3 +306,49 @@ async def my_records(
         current_month=clock.current_month(),
     )
 
+
+
+@router.get("/me/pension-estimate", response_model=PensionEstimateOut,
+            responses={409: {"description": "person_is_pensioner"}, 422: {"description": "not_enrolled"}},
+            summary="My statutory retirement month, minimum years, months paid and needed, estimated pension")
+async def my_pension_estimate(
+    request: Request, session: DbSession, principal: Citizen2,
+    female_post: Annotated[pension.FemalePost | None, Query(
+        description="women only: worker (original age 50) or cadre (55); default from the enrolment")] = None,
+) -> PensionEstimateOut:
+    """养老金测算: an estimate, every figure with what it assumed (see `assumptions`)."""
+    clock = _clock(request)
+    assert principal.id_number
+    info = id_number_info(principal.id_number)
+    est = await pension.estimate(
+        session=session, person_key=id_hash(principal.id_number), birth=info.birth_date, sex=info.sex,
+        current_month=clock.current_month(), female_post=female_post,
+    )
+    en = wants_english(request)
+    r = est.retirement
+    total = est.months_paid + est.months_projected
+    employee_like = est.category != "resident"
+    return PensionEstimateOut(
+        category=est.category, region_code=est.region_code, policy_region_code=est.policy.region_code,
+        birth_month=est.birth_month, sex=est.sex,
+        retirement=RetirementOut(
+            basis=est.basis, original_age_years=r.original_age_years, original_month=r.original_month,
+            delay_months=r.delay_months, age_years=r.age_years, age_extra_months=r.age_months % 12, month=r.month,
+        ),
+        minimum_months_required=est.required_months, months_paid=est.months_paid,
+        months_needed=max(est.required_months - est.months_paid, 0), months_projected=est.months_projected,
+        eligible_at_retirement=total >= est.required_months,
+        estimate=PensionFiguresOut(
+            average_wage_fen=est.policy.avg_wage_fen if employee_like else None,
+            average_index=_four_places(est.average_index) if est.average_index is not None else None,
+            contribution_months=total, basic_pension_fen=est.basic_fen, account_balance_fen=est.balance_fen,
+            divisor=est.divisor, account_pension_fen=est.account_fen, monthly_pension_fen=est.monthly_fen,
+        ),
+        assumptions=[AssumptionOut(code=a.code, value=a.value, text=a.en if en else a.zh) for a in est.assumptions],
+    )
+
+
+def _four_places(value: Any) -> str:
+    """A Fraction as a decimal string with 4 places, half up (no float)."""
+    scaled = pension.half_up(value * 10000)
+    return f"{scaled // 10000}.{scaled % 10000:04d}"

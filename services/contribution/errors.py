@@ -31,6 +31,27 @@ class BaseOutsideBand(DomainError):
     title_en = "The contribution base is outside the band"
 
 
+class BaseNotOffered(DomainError):
+    status = 422
+    code = "base_not_offered"
+    title_zh = "该地区灵活就业人员只能选择规定的缴费档次"
+    title_en = "The region offers flexible workers fixed bases only"
+
+
+class PaymentFrequencyMismatch(DomainError):
+    status = 422
+    code = "payment_frequency_mismatch"
+    title_zh = "申报月份不符合该地区允许的缴费周期"
+    title_en = "The months declared together do not fit a payment frequency the region allows"
+
+
+class PersonIsPensioner(DomainError):
+    status = 409
+    code = "person_is_pensioner"
+    title_zh = "已领取养老金，无需测算"
+    title_en = "The person already receives a pension"
+
+
 class GradeNotOffered(DomainError):
     status = 422
     code = "grade_not_offered"

@@ -77,6 +77,14 @@ class Policy(Base):
     # [{"grade_fen": 10000, "subsidy_fen": 3000}, ...]
     grades: Mapped[list[Any]] = mapped_column(JSON, nullable=False)
     frequencies: Mapped[list[Any]] = mapped_column(JSON, nullable=False)
+    # Fixed flexible-worker tiers, percent of avg_wage_fen ([60, 70, 80, 90, 100]); empty: any base in the band.
+    flexible_base_tiers_pct: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    # Fixed monthly medical levies in fen by payer ({"employee": 300}): a line of their own.
+    medical_levies_fen: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    # Individual-account interest (记账利率) by year, basis points ({"2024": 262}).
+    account_interest_rates: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    # Residents' basic pension (城乡居民基础养老金), fen a month; null when the policy does not say.
+    resident_basic_pension_fen: Mapped[int | None] = mapped_column(BigInteger)
     back_pay_window: Mapped[str] = mapped_column(String(20), nullable=False)
     rounding: Mapped[str] = mapped_column(String(20), nullable=False)
     deadline_day: Mapped[int] = mapped_column(Integer, nullable=False)

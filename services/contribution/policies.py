@@ -14,6 +14,7 @@ from services.common.principal import Principal
 from services.contribution.errors import PolicyNotFound, PolicyOverlap, PolicyPeriodInvalid
 from services.contribution.events import OUTBOX, POLICY_PUBLISHED, PolicyPublished
 from services.contribution.models import Policy
+from services.contribution.pricing import round_fen
 from services.contribution.schemas import Grade, PolicyIn, PolicyOut
 
 _POLICY_LOCK = 7_400_000_000  # advisory-lock namespace for policy changes, plus the region code
@@ -57,6 +58,11 @@ async def policy_in_force(*, session: AsyncSession, region_code: str, month: str
     return (await policies_for_months(session=session, region_code=region_code, months=[month]))[month]
 
 
+def tiers_fen(policy: Policy) -> list[int]:
+    """The fixed flexible-worker bases in fen (average wage x percent, to the fen half up); empty: any base."""
+    return [round_fen(policy.avg_wage_fen * int(pct), 100, "fen_half_up") for pct in policy.flexible_base_tiers_pct or []]
+
+
 def policy_out(policy: Policy) -> PolicyOut:
     """The public shape of a policy."""
     return PolicyOut(
@@ -74,6 +80,11 @@ def policy_out(policy: Policy) -> PolicyOut:
         rounding=policy.rounding,
         deadline_day=policy.deadline_day,
         late_fee_per_10000_per_day=policy.late_fee_per_10000_per_day,
+        flexible_base_tiers_pct=[int(t) for t in policy.flexible_base_tiers_pct or []],
+        flexible_base_tiers_fen=tiers_fen(policy),
+        medical_levies_fen={str(k): int(v) for k, v in (policy.medical_levies_fen or {}).items()},
+        account_interest_rates={str(k): int(v) for k, v in sorted((policy.account_interest_rates or {}).items())},
+        resident_basic_pension_fen=policy.resident_basic_pension_fen,
         version=policy.id,
         created_at=policy.created_at,
         superseded_at=policy.superseded_at,
@@ -94,6 +105,7 @@ def _copy(policy: Policy, *, now: datetime, actor: str, **changes: object) -> Po
             "region_code", "effective_from", "effective_to", "from_index", "to_index", "avg_wage_fen",
             "base_lower_fen", "base_upper_fen", "rates", "work_injury_rates", "grades", "frequencies",
             "back_pay_window", "rounding", "deadline_day", "late_fee_per_10000_per_day",
+            "flexible_base_tiers_pct", "medical_levies_fen", "account_interest_rates", "resident_basic_pension_fen",
         )
     }
     values.update(changes)
@@ -163,7 +175,11 @@ async def put_policy(
         grades=[g.model_dump() for g in sorted(body.grades, key=lambda g: g.grade_fen)],
         frequencies=[str(f) for f in body.frequencies], back_pay_window=body.back_pay_window,
         rounding=str(body.rounding), deadline_day=body.deadline_day,
-        late_fee_per_10000_per_day=body.late_fee_per_10000_per_day, created_at=now, created_by=actor_id,
+        late_fee_per_10000_per_day=body.late_fee_per_10000_per_day,
+        flexible_base_tiers_pct=sorted(body.flexible_base_tiers_pct),
+        medical_levies_fen={str(k): v for k, v in sorted(body.medical_levies_fen.items()) if v > 0},
+        account_interest_rates=dict(sorted(body.account_interest_rates.items())),
+        resident_basic_pension_fen=body.resident_basic_pension_fen, created_at=now, created_by=actor_id,
     )
     try:
         for p in truncate:

@@ -105,3 +105,28 @@ def required_pension_months(year: int) -> int:
     if year <= 2029:
         return 180
     return min(240, 180 + 6 * (year - 2029))
+
+
+FREQUENCY_MONTHS = {"monthly": 1, "quarterly": 3, "half_yearly": 6, "yearly": 12}
+
+
+def fits_frequency(months: list[str], frequency: str) -> bool:
+    """True when the months are whole calendar periods of the frequency (a quarterly payer declares
+    January-March, April-June, ...; half-yearly January-June or July-December; yearly the whole year)."""
+    size = FREQUENCY_MONTHS[frequency]
+    periods: dict[tuple[int, int], set[int]] = {}
+    for month in months:
+        y, m = int(month[:4]), int(month[5:7])
+        periods.setdefault((y, (m - 1) // size), set()).add(m)
+    return all(len(ms) == size for ms in periods.values())
+
+
+def whole_periods(months: list[str], frequency: str) -> list[str]:
+    """The months of every calendar period of the frequency that the months touch (what would fit)."""
+    size = FREQUENCY_MONTHS[frequency]
+    out: set[str] = set()
+    for month in months:
+        y, m = int(month[:4]), int(month[5:7])
+        first = (m - 1) // size * size + 1
+        out.update(f"{y:04d}-{k:02d}" for k in range(first, first + size))
+    return sorted(out)

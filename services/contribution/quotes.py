@@ -12,14 +12,24 @@ from services.common.identifiers import month_index
 from services.contribution.enums import LinePayer
 from services.contribution.errors import (
     BackPaymentOutsideWindow,
+    BaseNotOffered,
     BaseOutsideBand,
     GradeNotOffered,
     MonthsTooFarAhead,
+    PaymentFrequencyMismatch,
     PolicyNotFound,
 )
 from services.contribution.models import Policy
-from services.contribution.policies import policies_for_months
-from services.contribution.pricing import Line, earliest_back_pay_month, latest_month_ahead, premium
+from services.contribution.policies import policies_for_months, tiers_fen
+from services.contribution.pricing import (
+    FREQUENCY_MONTHS,
+    Line,
+    earliest_back_pay_month,
+    fits_frequency,
+    latest_month_ahead,
+    premium,
+    whole_periods,
+)
 from services.contribution.schemas import LineOut, QuoteIn, QuoteOut
 
 INSURANCE_ORDER = list(Insurance)
@@ -107,13 +117,64 @@ def payer_lines(
             rates = {p: int(per.get(str(p), 0)) for p in payers}
         for payer in payers:
             rate = rates.get(payer, 0)
-            if rate <= 0:
-                continue
-            lines.append(Line(
-                month=month, insurance=ins, payer=payer, base_fen=base_fen, rate_bp=rate,
-                amount_fen=premium(base_fen, rate, policy.rounding), person_key=person_key, person_id=person_id,
-            ))
+            if rate > 0:
+                lines.append(Line(
+                    month=month, insurance=ins, payer=payer, base_fen=base_fen, rate_bp=rate,
+                    amount_fen=premium(base_fen, rate, policy.rounding), person_key=person_key, person_id=person_id,
+                ))
+            levy = int((policy.medical_levies_fen or {}).get(str(payer), 0)) if ins == Insurance.medical else 0
+            if levy > 0:
+                # A fixed monthly levy (e.g. Beijing's 3 CNY for employees) is its own line: rate 0, the amount fixed.
+                lines.append(Line(
+                    month=month, insurance=ins, payer=payer, base_fen=base_fen, rate_bp=0, amount_fen=levy,
+                    person_key=person_key, person_id=person_id,
+                ))
     return lines
+
+
+def check_base(policy: Policy, *, month: str, base_fen: int, category: Category) -> None:
+    """The base must be one of the region's fixed flexible tiers when it has them, else inside the band."""
+    tiers = tiers_fen(policy) if category == Category.flexible else []
+    if tiers:
+        if base_fen not in tiers:
+            raise BaseNotOffered(
+                detail_zh=f"{month} 可选的缴费基数（分）：{'、'.join(str(t) for t in tiers)}",
+                detail_en=f"The bases offered for {month} are {', '.join(str(t) for t in tiers)} fen",
+                params={"month": month, "tiers_fen": tiers,
+                        "tiers_pct": [int(t) for t in policy.flexible_base_tiers_pct]},
+                errors=[{"field": "base_fen", "code": "base_not_offered",
+                         "message_zh": "请选择规定的缴费档次", "message_en": "not one of the offered tiers"}],
+            )
+        return
+    if not policy.base_lower_fen <= base_fen <= policy.base_upper_fen:
+        raise BaseOutsideBand(
+            detail_zh=f"{month} 的缴费基数应在 {policy.base_lower_fen} 至 {policy.base_upper_fen} 分之间",
+            detail_en=f"The base for {month} must be between {policy.base_lower_fen} and {policy.base_upper_fen} fen",
+            params={"month": month, "base_lower_fen": policy.base_lower_fen, "base_upper_fen": policy.base_upper_fen},
+            errors=[{"field": "base_fen", "code": "base_outside_band",
+                     "message_zh": "缴费基数超出上下限", "message_en": "outside the band"}],
+        )
+
+
+def check_frequency(months: list[str], policies: dict[str, Policy]) -> None:
+    """缴费周期: months declared together are whole calendar periods of a frequency every month's policy allows.
+
+    Monthly allows any months; quarterly whole quarters (Jan-Mar, Apr-Jun, ...); half-yearly
+    Jan-Jun or Jul-Dec; yearly the whole calendar year. One declaration may hold several
+    whole periods (two quarters, say).
+    """
+    allowed = [f for f in FREQUENCY_MONTHS if all(f in (p.frequencies or []) for p in policies.values())]
+    if any(fits_frequency(months, f) for f in allowed):
+        return
+    smallest = allowed[0] if allowed else None
+    raise PaymentFrequencyMismatch(
+        detail_zh=f"该地区允许的缴费周期：{'、'.join(allowed) or '无'}；请按整个周期申报",
+        detail_en=f"The region allows paying {', '.join(allowed) or 'no frequency'}: declare whole calendar periods",
+        params={"frequencies": allowed, "months": months,
+                "months_to_declare": whole_periods(months, smallest) if smallest else []},
+        errors=[{"field": "months", "code": "payment_frequency_mismatch",
+                 "message_zh": "月份不是完整的缴费周期", "message_en": "not whole periods of an allowed frequency"}],
+    )
 
 
 async def back_pay_window_in_force(
@@ -149,17 +210,12 @@ async def price(*, session: AsyncSession, body: QuoteIn, today: date, current_mo
         session=session, region_code=body.region_code, current_month=current_month, fallback=policies[months[0]],
     )
     back = check_months(months, current_month=current_month, window=window)
+    if body.category == Category.flexible:
+        check_frequency(months, policies)
     lines: list[Line] = []
     for month in months:
         p = policies[month]
-        if not p.base_lower_fen <= body.base_fen <= p.base_upper_fen:
-            raise BaseOutsideBand(
-                detail_zh=f"{month} 的缴费基数应在 {p.base_lower_fen} 至 {p.base_upper_fen} 分之间",
-                detail_en=f"The base for {month} must be between {p.base_lower_fen} and {p.base_upper_fen} fen",
-                params={"month": month, "base_lower_fen": p.base_lower_fen, "base_upper_fen": p.base_upper_fen},
-                errors=[{"field": "base_fen", "code": "base_outside_band",
-                         "message_zh": "缴费基数超出上下限", "message_en": "outside the band"}],
-            )
+        check_base(p, month=month, base_fen=body.base_fen, category=body.category)
         lines += payer_lines(p, month=month, base_fen=body.base_fen, category=body.category,
                              work_injury_class=body.work_injury_class)
     return Priced(category=body.category, region_code=body.region_code, months=months, back_payment_months=back,

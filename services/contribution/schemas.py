@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -39,6 +39,17 @@ def _window(value: str) -> str:
     except ValueError:
         raise PydanticCustomError("window_invalid", "current_year, none or months:N") from None
     return value
+
+
+TierPct = Annotated[int, Field(strict=True, ge=1, le=300)]
+YearKey = Annotated[str, Field(pattern=r"^(19[5-9][0-9]|20[0-9][0-9]|2100)$")]
+
+
+class LevyPayer(StrEnum):
+    """Who pays a fixed medical levy: an employee (withheld by the unit) or a flexible worker."""
+
+    employee = "employee"
+    individual = "individual"
 
 
 Months = Annotated[list[Month], Field(min_length=1, max_length=36), AfterValidator(_distinct_months)]
@@ -92,6 +103,21 @@ class PolicyIn(BaseModel):
     rounding: Rounding = Rounding.fen_half_up
     deadline_day: int = Field(15, strict=True, ge=1, le=31)
     late_fee_per_10000_per_day: int = Field(5, strict=True, ge=0, le=100)
+    flexible_base_tiers_pct: list[TierPct] = Field(
+        default_factory=list, max_length=10,
+        description="fixed flexible-worker bases, percent of avg_wage_fen (e.g. 60, 70, 80, 90, 100); "
+                    "empty: any base inside the band",
+    )
+    medical_levies_fen: dict[LevyPayer, FenOrZero] = Field(
+        default_factory=dict, description="fixed monthly medical levy in fen by payer (employee, individual)",
+    )
+    account_interest_rates: dict[YearKey, RateBp] = Field(
+        default_factory=dict, max_length=200,
+        description="individual-account interest (记账利率) by year, basis points: {\"2024\": 262}",
+    )
+    resident_basic_pension_fen: FenOrZero | None = Field(
+        None, description="residents' basic pension (城乡居民基础养老金), fen a month",
+    )
     reason: str | None = Field(None, max_length=500)
 
     @model_validator(mode="after")
@@ -101,6 +127,8 @@ class PolicyIn(BaseModel):
         grades = [g.grade_fen for g in self.grades]
         if len(set(grades)) != len(grades):
             raise ValueError("a grade appears more than once")
+        if len(set(self.flexible_base_tiers_pct)) != len(self.flexible_base_tiers_pct):
+            raise ValueError("a tier appears more than once")
         return self
 
 
@@ -121,6 +149,13 @@ class PolicyOut(BaseModel):
     rounding: str
     deadline_day: int
     late_fee_per_10000_per_day: int
+    flexible_base_tiers_pct: list[int] = Field(default_factory=list)
+    flexible_base_tiers_fen: list[int] = Field(
+        default_factory=list, description="the tiers in fen: avg_wage_fen x percent, to the fen half up",
+    )
+    medical_levies_fen: dict[str, int] = Field(default_factory=dict)
+    account_interest_rates: dict[str, int] = Field(default_factory=dict)
+    resident_basic_pension_fen: int | None = None
     version: int
     created_at: datetime
     superseded_at: datetime | None = None
@@ -325,3 +360,53 @@ class RecordsOut(BaseModel):
     pension_months_required: int = Field(description="minimum for a monthly pension, for someone retiring this year")
     pension_months_remaining: int
 
+
+
+# ---- pension estimate -----------------------------------------------------------------
+
+
+class RetirementOut(BaseModel):
+    """The statutory retirement month under the 2024 gradual-increase decision."""
+
+    basis: str = Field(description="male, female_worker (original age 50), female_cadre (55) or resident (60)")
+    original_age_years: int
+    original_month: str = Field(description="YYYY-MM the person would have retired in before the decision")
+    delay_months: int
+    age_years: int
+    age_extra_months: int = Field(description="months beyond age_years (60 years and 3 months: 60 and 3)")
+    month: str = Field(description="YYYY-MM: the statutory retirement month")
+
+
+class AssumptionOut(BaseModel):
+    code: str = Field(description="stable key: retirement_age_rule, minimum_years, average_wage, account_interest, ...")
+    value: Any = None
+    text: str = Field(description="what was assumed, in the request's language")
+
+
+class PensionFiguresOut(BaseModel):
+    """The estimated monthly pension at the retirement month, in fen."""
+
+    average_wage_fen: int | None = Field(None, description="employee and flexible: the local average wage used")
+    average_index: str | None = Field(None, description="average contribution index, 4 decimals (a string, no float)")
+    contribution_months: int = Field(description="months counted: paid so far plus those assumed until retirement")
+    basic_pension_fen: int
+    account_balance_fen: int = Field(description="individual account at retirement, interest included")
+    divisor: int = Field(description="计发月数 (139 at 60, 170 at 55, 195 at 50 ...)")
+    account_pension_fen: int
+    monthly_pension_fen: int
+
+
+class PensionEstimateOut(BaseModel):
+    category: Category
+    region_code: str
+    policy_region_code: str
+    birth_month: str
+    sex: str
+    retirement: RetirementOut
+    minimum_months_required: int = Field(description="minimum months in force in the retirement year")
+    months_paid: int = Field(description="pension months paid so far (resident years count 12)")
+    months_needed: int = Field(description="months still needed to reach the minimum")
+    months_projected: int = Field(description="months assumed paid from now until retirement")
+    eligible_at_retirement: bool = Field(description="paid plus projected months reach the minimum")
+    estimate: PensionFiguresOut
+    assumptions: list[AssumptionOut]

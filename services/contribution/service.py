@@ -486,16 +486,22 @@ async def mark_declaration_paid(
     decl.paid_payment_id = payment_id
     decl.paid_channel = channel
     decl.paid_by = str(who)
-    session.add_all([
-        ContributionRecord(
-            person_key=x.person_key or decl.person_key or "", person_id=x.person_id or decl.person_id,
-            period=_period(decl, x.month), category=decl.category, insurance=x.insurance, payer=x.payer,
-            base_fen=x.base_fen, amount_fen=x.amount_fen, paid_by=str(who), credit_code=decl.credit_code,
-            declaration_id=decl.id, payment_id=payment_id, paid_at=paid_at,
+    records: dict[tuple[str, str, str, str], ContributionRecord] = {}
+    for x in lines:
+        if x.payer == LinePayer.government or not (x.person_key or decl.person_key):
+            continue
+        person_key, period = x.person_key or decl.person_key or "", _period(decl, x.month)
+        key = (person_key, period, x.insurance, x.payer)
+        if key in records:
+            # A fixed levy line (rate 0) joins its payer's premium for that month and insurance.
+            records[key].amount_fen += x.amount_fen
+            continue
+        records[key] = ContributionRecord(
+            person_key=person_key, person_id=x.person_id or decl.person_id, period=period, category=decl.category,
+            insurance=x.insurance, payer=x.payer, base_fen=x.base_fen, amount_fen=x.amount_fen, paid_by=str(who),
+            credit_code=decl.credit_code, declaration_id=decl.id, payment_id=payment_id, paid_at=paid_at,
         )
-        for x in lines
-        if x.payer != LinePayer.government and (x.person_key or decl.person_key)
-    ])
+    session.add_all(list(records.values()))
     await session.flush()
     OUTBOX.emit(
         session, type=DECLARATION_PAID, subject=decl.id, time=paid_at,

@@ -67,22 +67,23 @@ class TestEmployerDeclaration:
         for x in body["lines"]:
             by_base[x["base_fen"]] = by_base.get(x["base_fen"], 0) + x["amount_fen"]
         # Below the band -> lower 695700, above -> upper 3528300. Per person: pension 16%+8%, medical 9.8%+2%,
-        # unemployment 0.5%+0.5%, work injury class 1 0.2% (employer), each rounded half up to the fen.
-        assert by_base == {695700: 257410, 1000000: 370000, 3528300: 1305472}
+        # unemployment 0.5%+0.5%, work injury class 1 0.2% (employer), each rounded half up to the fen;
+        # plus Beijing's fixed 3 CNY medical levy for the employee (DOMAIN.md), a line of its own at rate 0.
+        assert by_base == {695700: 257710, 1000000: 370300, 3528300: 1305772}
         alice = [x for x in body["lines"] if x["base_fen"] == 695700]
         assert [(x["insurance"], x["payer"], x["rate_bp"], x["amount_fen"]) for x in alice] == [
             ("pension", "employer", 1600, 111312), ("pension", "employee", 800, 55656),
-            ("medical", "employer", 980, 68179), ("medical", "employee", 200, 13914),
+            ("medical", "employer", 980, 68179), ("medical", "employee", 200, 13914), ("medical", "employee", 0, 300),
             ("unemployment", "employer", 50, 3479), ("unemployment", "employee", 50, 3479),
             ("work_injury", "employer", 20, 1391),
         ]
-        assert body["total_fen"] == 1932882
+        assert body["total_fen"] == 1933782
         assert body["late_fee"]["days_late"] == 0 and body["late_fee"]["amount_fen"] == 0
         assert all(x["person_id"] for x in body["lines"])
         r = await svc.client.post(url(), json={"month": "2026-03"}, headers=svc.headers(employer(UNIT)))
         assert r.status_code == 409 and r.json()["code"] == "month_already_declared"
         got = await svc.client.get(f"{url()}/{body['id']}", headers=svc.headers(employer(UNIT)))
-        assert got.status_code == 200 and got.json()["total_fen"] == 1932882
+        assert got.status_code == 200 and got.json()["total_fen"] == 1933782
         assert (await svc.client.get(f"{url()}/{body['id']}", headers=svc.headers(staff("operator")))).status_code == 200
         assert (await svc.client.get(f"{url(OTHER_UNIT)}/{body['id']}", headers=svc.headers(staff()))).status_code == 404
         assert (await svc.client.get(f"{url(OTHER_UNIT)}/{body['id']}", headers=svc.headers(employer(UNIT)))).status_code == 403
@@ -98,10 +99,10 @@ class TestEmployerDeclaration:
         r = await svc.client.post(url(), json={"month": "2026-02"}, headers=svc.headers(employer(UNIT)))
         assert r.status_code == 201, r.text
         body = r.json()
-        # 1932882 x 0.0005 x 17 = 16429.497 -> 16429
-        assert body["late_fee"] == {"deadline": "2026-02-15", "days_late": 17, "arrears_fen": 1932882,
-                                    "rate_per_10000_per_day": 5, "amount_fen": 16429}
-        assert body["total_fen"] == 1932882 + 16429
+        # 1933782 x 0.0005 x 17 = 16437.147 -> 16437
+        assert body["late_fee"] == {"deadline": "2026-02-15", "days_late": 17, "arrears_fen": 1933782,
+                                    "rate_per_10000_per_day": 5, "amount_fen": 16437}
+        assert body["total_fen"] == 1933782 + 16437
         # Priced for today: payable until midnight in Shanghai, then the fee has grown and the unit declares again.
         assert body["expires_at"].startswith("2026-03-04T16:00:00")
 
@@ -120,7 +121,7 @@ class TestEmployerDeclaration:
         ))
         r = await svc.client.post(url(), json={"month": "2026-03", "person_ids": [people[0]["person_id"]]},
                                   headers=svc.headers(employer(UNIT)))
-        assert r.status_code == 201 and r.json()["total_fen"] == 257410
+        assert r.status_code == 201 and r.json()["total_fen"] == 257710
         r = await svc.client.post(url(), json={"month": "2026-03", "person_ids": [people[2]["person_id"]]},
                                   headers=svc.headers(employer(UNIT)))
         assert r.status_code == 422 and r.json()["code"] == "no_active_employees"
@@ -131,7 +132,7 @@ class TestEmployerDeclaration:
         paid = await pay(svc, decl["id"])
         assert paid.paid_by == "employer"
         recs = await rows(svc, select(ContributionRecord).where(ContributionRecord.person_key == id_hash(ALICE)))
-        assert sum(r.amount_fen for r in recs) == 257410 and {r.paid_by for r in recs} == {"employer"}
+        assert sum(r.amount_fen for r in recs) == 257710 and {r.paid_by for r in recs} == {"employer"}
         ev = (await rows(svc, select(OutboxEvent).where(OutboxEvent.type == "contribution.declaration.paid.v1")))[0]
         assert ev.data["credit_code"] == UNIT and ev.data["person_id_hash"] is None
 
@@ -188,10 +189,10 @@ class TestAssessment:
         first = next(x for x in body["lines"] if x["base_fen"] == 765270)  # 695700 x 110%
         assert (first["insurance"], first["payer"], first["amount_fen"]) == ("pension", "employer", 122443)  # 111312 x 1.1 = 122443.2
         assert body["total_fen"] == sum(x["amount_fen"] for x in body["lines"])
-        assert abs(body["total_fen"] - 1932882 * 11 // 10) <= len(body["lines"])
+        assert abs(body["total_fen"] - 1933782 * 11 // 10) <= len(body["lines"])
         ev = (await rows(svc, select(OutboxEvent).where(OutboxEvent.type == "contribution.employer.assessed.v1")))[0]
         assert ev.data == {"credit_code": UNIT, "month": "2026-02", "assessed_total_fen": body["total_fen"],
-                           "previous_total_fen": 1932882}
+                           "previous_total_fen": 1933782}
         audit = (await rows(svc, select(AuditEntry)))[0]
         assert (audit.action, audit.target_id, audit.reason, audit.actor) == ("employer.assessed", UNIT, "未按期申报", "staff:S1001")
         # The employer now owes it: a declaration of its own for the month is refused, and it may read the assessment.
