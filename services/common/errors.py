@@ -24,6 +24,43 @@ log = logging.getLogger("socialsec.errors")
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://socialsec.example/problems/"
 
+# The problem document as every service and the gateway render it (`problem_response`),
+# as it appears under components/schemas/Problem in every OpenAPI document.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem document; `code` is stable, `title` and `detail` are Chinese by default "
+    "and English with `Accept-Language: en`. Some problems add members of their own (e.g. `tries_left`).",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "per-field errors (input values are never echoed)",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "field": {"type": "string"},
+                    "in": {"type": "string"},
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+        "request_id": {"type": ["string", "null"]},
+    },
+    "required": ["type", "title", "status", "code"],
+}
+PROBLEM_REF = "#/components/schemas/Problem"
+
+
+def problem_content() -> dict[str, Any]:
+    """An OpenAPI `content` member for a problem answer."""
+    return {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}}
+
 
 class DomainError(Exception):
     """A refusal the caller can act on: HTTP status, stable code, bilingual title."""

@@ -13,7 +13,8 @@ from services.common.db import DbSession
 from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import RegionCode
-from services.common.pagination import Page, decode_cursor, encode_cursor
+from services.common.pagination import CursorQuery, Page, decode_cursor, encode_cursor
+from services.common.paths import CreditCodePath, IdPath
 from services.common.pii import id_hash
 from services.common.principal import Principal, PrincipalKind, check_own_unit, require
 from services.contribution import agencies, employers, policies, records, service
@@ -39,10 +40,9 @@ router = APIRouter(prefix="/contribution/v1", tags=["contribution"], route_class
 
 RegionPath = Annotated[RegionCode, Path(examples=["110105"])]
 MonthPath = Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2025-07"])]
-CreditPath = Annotated[str, Path(min_length=18, max_length=18)]
-IdPath = Annotated[str, Path(min_length=1, max_length=36)]
+CreditPath = CreditCodePath
 Limit = Annotated[int, Query(ge=1, le=200)]
-Cursor = Annotated[str | None, Query(max_length=200)]
+Cursor = CursorQuery
 
 Citizen1 = Annotated[Principal, Depends(require("citizen", min_level=1))]
 Citizen2 = Annotated[Principal, Depends(require("citizen", min_level=2))]
@@ -148,13 +148,13 @@ async def list_my_declarations(session: DbSession, principal: Citizen1, limit: L
     return DeclarationPage(items=[service.list_item(d) for d in rows], next_cursor=nxt)
 
 
-@router.get("/me/declarations/{declaration_id}", response_model=DeclarationOut, responses={404: {"description": "not mine"}})
+@router.get("/me/declarations/{declaration_id:id}", response_model=DeclarationOut, responses={404: {"description": "not mine"}})
 async def get_my_declaration(session: DbSession, principal: Citizen1, declaration_id: IdPath) -> DeclarationOut:
     decl = await service.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
     return await service.declaration_view(session=session, declaration=decl)
 
 
-@router.post("/me/declarations/{declaration_id}/confirm", response_model=DeclarationOut,
+@router.post("/me/declarations/{declaration_id:id}/confirm", response_model=DeclarationOut,
              responses={404: {"description": "not mine"}, 409: {"description": "declaration_state_conflict"}})
 async def confirm_my_declaration(request: Request, session: DbSession, principal: Citizen2, declaration_id: IdPath) -> DeclarationOut:
     decl = await service.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
@@ -162,7 +162,7 @@ async def confirm_my_declaration(request: Request, session: DbSession, principal
     return await service.declaration_view(session=session, declaration=decl)
 
 
-@router.post("/me/declarations/{declaration_id}/cancel", response_model=DeclarationOut,
+@router.post("/me/declarations/{declaration_id:id}/cancel", response_model=DeclarationOut,
              responses={404: {"description": "not mine"}, 409: {"description": "declaration_state_conflict"}},
              summary="Cancel an unpaid declaration; its months are free again")
 async def cancel_my_declaration(request: Request, session: DbSession, principal: Citizen2, declaration_id: IdPath) -> DeclarationOut:
@@ -204,7 +204,7 @@ async def list_employer_declarations(
     return DeclarationPage(items=[service.list_item(d) for d in rows], next_cursor=nxt)
 
 
-@router.get("/employers/{credit_code}/declarations/{declaration_id}", response_model=DeclarationOut,
+@router.get("/employers/{credit_code}/declarations/{declaration_id:id}", response_model=DeclarationOut,
             responses={404: {"description": "not this unit's"}, **_REFUSALS})
 async def get_employer_declaration(
     session: DbSession, principal: EmployerOrStaff, credit_code: CreditPath, declaration_id: IdPath,
@@ -255,7 +255,7 @@ async def list_authorizations(request: Request, session: DbSession, principal: C
     return AgencyAuthorizationPage(items=[agencies.authorization_out(r, today) for r in rows])
 
 
-@router.delete("/me/agency-authorizations/{authorization_id}", status_code=204, response_class=Response,
+@router.delete("/me/agency-authorizations/{authorization_id:id}", status_code=204, response_class=Response,
                responses={404: {"description": "not mine"}})
 async def revoke_authorization(request: Request, session: DbSession, principal: Citizen1, authorization_id: IdPath) -> Response:
     await agencies.revoke_authorization(session=session, principal=principal, authorization_id=authorization_id,
@@ -280,7 +280,7 @@ async def create_agency_declaration(request: Request, session: DbSession, princi
     return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
 
 
-@router.get("/agency/declarations/{declaration_id}", response_model=DeclarationOut, responses={404: {"description": "not ours"}})
+@router.get("/agency/declarations/{declaration_id:id}", response_model=DeclarationOut, responses={404: {"description": "not ours"}})
 async def get_agency_declaration(session: DbSession, principal: Agency, declaration_id: IdPath) -> DeclarationOut:
     decl = await agencies.get_agency_declaration(session=session, declaration_id=declaration_id, principal=principal)
     return await service.declaration_view(session=session, declaration=decl)

@@ -12,7 +12,8 @@ from services.common.clock import Clock
 from services.common.db import DbSession
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import CreditCode, RegionCode
-from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
+from services.common.paths import IdPath
 from services.common.principal import Principal, check_own_unit, require
 from services.registration import employers, persons, rules, self_enrolment
 from services.registration.errors import RegionalRuleNotFound
@@ -48,8 +49,8 @@ Operator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
 Admin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
 
 CreditCodePath = Annotated[CreditCode, Path(description="unified social credit code")]
-PersonIdPath = Annotated[str, Path(max_length=36, description="the person's opaque id")]
-EnrolmentIdPath = Annotated[str, Path(max_length=36)]
+PersonIdPath = IdPath
+EnrolmentIdPath = IdPath
 
 
 def _clock(request: Request) -> Clock:
@@ -103,14 +104,14 @@ async def list_employees(
     principal: EmployerOrStaff,
     status: Annotated[RosterStatus | None, Query(description="active or ended")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorQuery = None,
 ) -> RosterPage:
     check_own_unit(principal, credit_code)
     return await employers.roster(session=session, credit_code=credit_code, status=status, limit=limit, cursor=cursor)
 
 
 @router.post(
-    "/employers/{credit_code}/employees/{person_id}/separation", response_model=EmployeeOut,
+    "/employers/{credit_code}/employees/{person_id:id}/separation", response_model=EmployeeOut,
     summary="End an employment (减员)",
 )
 async def separate_employee(
@@ -142,7 +143,7 @@ async def enrol_self(body: SelfEnrolmentIn, request: Request, session: DbSession
     )
 
 
-@router.post("/me/enrolments/{enrolment_id}/end", response_model=EnrolmentOut, summary="Stop a self-enrolment")
+@router.post("/me/enrolments/{enrolment_id:id}/end", response_model=EnrolmentOut, summary="Stop a self-enrolment")
 async def end_self_enrolment(
     enrolment_id: EnrolmentIdPath, body: EndEnrolmentIn, request: Request, session: DbSession, principal: CitizenL2,
 ) -> Any:
@@ -162,7 +163,7 @@ async def me(session: DbSession, principal: CitizenL1) -> PersonProfile:
 # ---- persons (staff) -------------------------------------------------------------------------
 
 
-@router.get("/persons/{person_id}", response_model=StaffPersonView, response_model_exclude_none=False,
+@router.get("/persons/{person_id:id}", response_model=StaffPersonView, response_model_exclude_none=False,
             summary="A person (staff); unmasked for operators, audited")
 async def get_person(
     person_id: PersonIdPath,
@@ -189,7 +190,7 @@ async def lookup_person(body: PersonLookupIn, request: Request, session: DbSessi
 
 
 @router.post(
-    "/persons/{person_id}/pension-award", response_model=PensionAwardOut, summary="Award a pension",
+    "/persons/{person_id:id}/pension-award", response_model=PensionAwardOut, summary="Award a pension",
     responses={409: {"description": "person_is_pensioner"}},
 )
 async def award_pension(

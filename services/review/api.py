@@ -13,7 +13,8 @@ from services.common.errors import wants_english
 from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import RegionCode
-from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
+from services.common.paths import CreditCodePath, IdPath
 from services.common.principal import Principal, check_own_unit, require
 from services.review import certification as cert
 from services.review import declarations as decl
@@ -53,10 +54,9 @@ Reviewer = Annotated[Principal, Depends(require("staff", roles=["reviewer"]))]
 Admin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
 EmployerP = Annotated[Principal, Depends(require("employer"))]
 EmployerOrStaff = Annotated[Principal, Depends(require("employer", "staff"))]
-CreditCodePath = Annotated[str, Path(min_length=18, max_length=18, description="unified social credit code")]
 YearPath = Annotated[int, Path(ge=2000, le=2100, description="the wage year declared")]
-PersonIdPath = Annotated[str, Path(min_length=1, max_length=64)]
-DeclIdPath = Annotated[str, Path(min_length=1, max_length=36)]
+PersonIdPath = IdPath
+DeclIdPath = IdPath
 
 
 # ---- regional review rules -------------------------------------------------------------
@@ -112,7 +112,7 @@ async def certify_me(request: Request, session: DbSession, principal: CitizenFre
 
 
 @router.get(
-    "/persons/{person_id}/certification", response_model=CertificationStatus,
+    "/persons/{person_id:id}/certification", response_model=CertificationStatus,
     summary="A pensioner's certification status (staff operator)",
 )
 async def person_certification(request: Request, session: DbSession, principal: Operator, person_id: PersonIdPath) -> Any:
@@ -121,7 +121,7 @@ async def person_certification(request: Request, session: DbSession, principal: 
 
 
 @router.post(
-    "/persons/{person_id}/certifications", response_model=CertificationOut, status_code=201,
+    "/persons/{person_id:id}/certifications", response_model=CertificationOut, status_code=201,
     summary="Record a community or home visit, or a data match, with evidence (staff operator, audited)",
 )
 async def staff_certify(
@@ -149,7 +149,7 @@ async def staff_certify(
 
 
 @router.post(
-    "/persons/{person_id}/suspensions", response_model=SuspensionOut, status_code=201,
+    "/persons/{person_id:id}/suspensions", response_model=SuspensionOut, status_code=201,
     summary="Suspend a pension for a reason such as imprisonment (staff operator, audited)",
 )
 async def suspend(
@@ -185,7 +185,7 @@ async def roster(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorQuery = None,
 ) -> Any:
     check_own_unit(principal, credit_code)
     emp = await decl.get_employer(session=session, credit_code=credit_code)
@@ -276,25 +276,25 @@ async def staff_list_declarations(
     status: Annotated[DeclarationStatus | None, Query()] = None,
     year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    cursor: CursorQuery = None,
 ) -> Any:
     return await decl.list_declarations(session=session, status=status, year=year, limit=limit, cursor=cursor)
 
 
 @router.get(
-    "/annual-declarations/{declaration_id}/lines", response_model=DeclaredLinePage,
+    "/annual-declarations/{declaration_id:id}/lines", response_model=DeclaredLinePage,
     summary="A declaration's lines, masked ids (staff reviewer)",
 )
 async def staff_declaration_lines(
     session: DbSession, principal: Reviewer, declaration_id: DeclIdPath,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorQuery = None,
 ) -> Any:
     return await decl.declared_lines(session=session, declaration_id=declaration_id, limit=limit, cursor=cursor)
 
 
 @router.get(
-    "/annual-declarations/{declaration_id}", response_model=DeclarationOut,
+    "/annual-declarations/{declaration_id:id}", response_model=DeclarationOut,
     summary="An annual declaration by id (staff reviewer)",
 )
 async def staff_get_declaration(session: DbSession, principal: Reviewer, declaration_id: DeclIdPath) -> Any:
@@ -302,7 +302,7 @@ async def staff_get_declaration(session: DbSession, principal: Reviewer, declara
 
 
 @router.post(
-    "/annual-declarations/{declaration_id}/decision", response_model=DeclarationOut,
+    "/annual-declarations/{declaration_id:id}/decision", response_model=DeclarationOut,
     summary="Approve or return a submitted annual declaration, with reasons (staff reviewer, audited)",
 )
 async def decide(
