@@ -55,7 +55,7 @@ GATEWAY_PATHS: dict[str, Any] = {
     }},
 }
 
-GATEWAY_RESPONSES = {
+GATEWAY_RESPONSES: dict[str, dict[str, Any]] = {
     "401": {"description": "token refused (see the bearer scheme for the codes) or principal required", "content": _PROBLEM},
     "413": {"description": "payload_too_large: body over the gateway's limit", "content": _PROBLEM},
     "429": {"description": "rate_limited, with Retry-After", "content": _PROBLEM},
@@ -114,7 +114,7 @@ def merged_openapi(service_docs: dict[str, dict[str, Any]], *, version: str = "1
                         own = responses.setdefault(status, copy.deepcopy(answer))
                         if own is not answer and answer["description"] not in own.get("description", ""):
                             own["description"] = f"{own.get('description')}; at the gateway: {answer['description']}"
-                            own["content"] = copy.deepcopy(answer["content"])
+                            own["content"] = {**own.get("content", {}), **copy.deepcopy(answer["content"])}
             paths[path] = item
         for tag in doc.get("tags", []) or []:
             if isinstance(tag, dict) and "name" in tag:

@@ -255,7 +255,7 @@ async def verify(request: Request, session: DbSession, principal: Hospital, body
 
 @router.get("/rules", response_model=CardRulePage, summary="Regional card rules (staff)", responses=REFUSALS)
 async def list_rules(
-    session: DbSession, principal: StaffOperator, region_code: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
+    session: DbSession, principal: StaffOperator, region_code: Annotated[str | None, Query(pattern=r"^[0-9]{6}$")] = None,
     limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
 ) -> CardRulePage:
     """Initial PIN rule, tries before lock and temporary-loss days per region and period."""

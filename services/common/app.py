@@ -28,7 +28,7 @@ from services.common.jobs import BackgroundJob
 from services.common.logging import configure_logging
 from services.common.middleware import RequestContextMiddleware
 from services.common.migrate import upgrade_async
-from services.common.paths import IdConvertor, is_id_parameter
+from services.common.paths import IdConvertor, MonthConvertor, is_id_parameter
 from services.common.pii import configure_pii
 from services.common.principal import decode_principal
 from services.common.settings import CommonSettings, ServiceSettings
@@ -187,7 +187,7 @@ _FORBIDDEN = (
     "principal_kind_not_allowed, realname_level_too_low, fresh_auth_required, face_auth_required, "
     "staff_role_required, not_own_employer"
 )
-_NOT_FOUND_ID = "not_found: no such resource (an id that is not a UUID, or not the caller's)"
+_NOT_FOUND_ID = "not_found: no such resource (an id that is not a UUID, or not the caller's; a segment of the wrong shape)"
 
 
 def api_routes(routes: Iterable[Any]) -> Iterator[Any]:
@@ -225,7 +225,7 @@ def complete_operations(schema: dict[str, Any], routes: Iterable[Any]) -> None:
     - a request body: 400 `malformed_body` and 422;
     - parameters: 422;
     - a principal (a `require(...)` or `current_principal` dependency): 401 and 403;
-    - an id in the path: 404 (the router matches ids only, see services.common.paths);
+    - an id (or a month) in the path: 404 (the router matches ids only, see services.common.paths);
     - every 4xx and 5xx a route declares itself is a problem document, unless the route
       gives its own content (platform notifications answer in the platform's format).
     FastAPI's own HTTPValidationError schema (application/json) is dropped.
@@ -238,7 +238,7 @@ def complete_operations(schema: dict[str, Any], routes: Iterable[Any]) -> None:
         if item is None:
             continue
         principal = _takes_principal(route.dependant)
-        ids = [n for n in route.param_convertors if is_id_parameter(n)]
+        typed = [n for n, c in route.param_convertors.items() if isinstance(c, (IdConvertor, MonthConvertor))]
         for method in route.methods or ():
             op = item.get(method.lower())
             if op is None:
@@ -260,7 +260,7 @@ def complete_operations(schema: dict[str, Any], routes: Iterable[Any]) -> None:
             if principal:
                 _error_answer(responses, 401, _UNAUTHENTICATED)
                 _error_answer(responses, 403, _FORBIDDEN)
-            if ids:
+            if typed:
                 _error_answer(responses, 404, _NOT_FOUND_ID)
             op["responses"] = dict(sorted(responses.items()))
     comps = schema.setdefault("components", {})

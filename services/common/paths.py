@@ -13,9 +13,12 @@ at start-up that every id parameter is declared both ways).
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Annotated
 
 from fastapi import Path
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 from starlette.convertors import Convertor, register_url_convertor
 
 # What str(uuid.uuid4()) gives; the router also takes upper-case hex and lower-cases it.
@@ -38,6 +41,22 @@ class IdConvertor(Convertor[str]):
 
 register_url_convertor(ID_CONVERTOR, IdConvertor())
 
+
+class MonthConvertor(Convertor[str]):
+    """`{effective_from:month}`: a segment shaped like YYYY-MM (the parameter's pattern checks the month),
+    so `/policies/{region_code}/versions` is never taken for a month."""
+
+    regex = "[0-9]{4}-[0-9]{1,2}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("month", MonthConvertor())
+
 IdPath = Annotated[
     str,
     Path(
@@ -53,6 +72,17 @@ CREDIT_CODE_PATH_PATTERN = "^[0-9A-HJ-NP-RTUW-Ya-hj-np-rtuw-y]{18}$"
 CreditCodePath = Annotated[
     str, Path(pattern=CREDIT_CODE_PATH_PATTERN, examples=["91110000600037341L"], description="unified social credit code"),
 ]
+
+
+def _iso_date(value: object) -> object:
+    # pydantic alone takes `?on=0` as 1970-01-01 (a Unix time): a date in a URL is YYYY-MM-DD.
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise PydanticCustomError("date_parsing", "a date is YYYY-MM-DD")
+    return value
+
+
+# A date in a path or query string: YYYY-MM-DD only (format date in the document).
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
 def is_id_parameter(name: str) -> bool:

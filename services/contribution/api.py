@@ -39,7 +39,7 @@ from services.contribution.schemas import (
 router = APIRouter(prefix="/contribution/v1", tags=["contribution"], route_class=ReadModelRoute)
 
 RegionPath = Annotated[RegionCode, Path(examples=["110105"])]
-MonthPath = Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2025-07"])]
+MonthPath = Annotated[str, Path(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", examples=["2025-07"])]
 CreditPath = CreditCodePath
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = CursorQuery
@@ -75,7 +75,7 @@ def _ttl(request: Request) -> timedelta:
             summary="The policy in force (region, else city, else province)")
 async def get_policy(
     request: Request, session: DbSession, region_code: RegionPath,
-    on: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM; default this month")] = None,
+    on: Annotated[str | None, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM; default this month")] = None,
 ) -> PolicyOut:
     month = on or _clock(request).current_month()
     return policies.policy_out(await policies.policy_in_force(session=session, region_code=region_code, month=month))
@@ -95,7 +95,7 @@ async def policy_versions(session: DbSession, region_code: RegionPath, limit: Li
     return Page[PolicyOut](items=[policies.policy_out(p) for p in page], next_cursor=nxt)
 
 
-@router.put("/policies/{region_code}/{effective_from}", response_model=PolicyOut, status_code=200,
+@router.put("/policies/{region_code}/{effective_from:month}", response_model=PolicyOut, status_code=200,
             responses={201: {"model": PolicyOut, "description": "added"}, 409: {"description": "policy_overlap"}, **_REFUSALS},
             summary="Add (201) or replace (200) a dated policy (staff admin, audited)")
 async def put_policy(
@@ -216,7 +216,8 @@ async def get_employer_declaration(
 
 
 @router.post("/employers/{credit_code}/assessments", response_model=DeclarationOut, status_code=201,
-             responses={409: {"description": "month_already_declared"}, **_REFUSALS},
+             responses={404: {"description": "employer_not_registered"}, 409: {"description": "month_already_declared"},
+                        **_REFUSALS},
              summary="Assess an undeclared month at 110% of the previous one (art. 62; audited)")
 async def assess_employer(
     request: Request, session: DbSession, principal: Operator, credit_code: CreditPath, body: AssessmentIn,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -13,7 +12,7 @@ from services.common.db import DbSession
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import CreditCode, RegionCode
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
-from services.common.paths import IdPath
+from services.common.paths import IdPath, IsoDate
 from services.common.principal import Principal, check_own_unit, require
 from services.registration import employers, persons, rules, self_enrolment
 from services.registration.errors import RegionalRuleNotFound
@@ -74,7 +73,8 @@ async def register_employer(body: EmployerIn, request: Request, session: DbSessi
     )
 
 
-@router.get("/employers/{credit_code}", response_model=EmployerOut, summary="A registered unit")
+@router.get("/employers/{credit_code}", response_model=EmployerOut, summary="A registered unit",
+            responses={404: {"description": "employer_not_found"}})
 async def get_employer(credit_code: CreditCodePath, session: DbSession, principal: EmployerOrStaff) -> EmployerOut:
     check_own_unit(principal, credit_code)
     return employers.employer_out(await employers.get_employer(session=session, credit_code=credit_code))
@@ -97,7 +97,8 @@ async def enrol_employee(
     )
 
 
-@router.get("/employers/{credit_code}/employees", response_model=RosterPage, summary="The roster, paginated")
+@router.get("/employers/{credit_code}/employees", response_model=RosterPage, summary="The roster, paginated",
+            responses={404: {"description": "employer_not_found"}})
 async def list_employees(
     credit_code: CreditCodePath,
     session: DbSession,
@@ -207,12 +208,13 @@ async def award_pension(
 # ---- regional rules ------------------------------------------------------------------------------
 
 
-@router.get("/regional-rules/{region_code}", response_model=RegionalRuleOut, summary="The rule in force (public)")
+@router.get("/regional-rules/{region_code}", response_model=RegionalRuleOut, summary="The rule in force (public)",
+            responses={404: {"description": "regional_rule_not_found"}})
 async def get_regional_rule(
     region_code: Annotated[RegionCode, Path()],
     request: Request,
     session: DbSession,
-    on: Annotated[date | None, Query(description="default: today (Asia/Shanghai)")] = None,
+    on: Annotated[IsoDate | None, Query(description="default: today (Asia/Shanghai)")] = None,
 ) -> RegionalRuleOut:
     """Whether flexible enrolment in the region needs a local household registration, at the region, city or province."""
     rule = await rules.rule_in_force(session=session, region_code=region_code, on=on or _clock(request).today())
@@ -228,7 +230,7 @@ async def get_regional_rule(
 )
 async def put_regional_rule(
     region_code: Annotated[RegionCode, Path()],
-    effective_from: date,
+    effective_from: IsoDate,
     body: RegionalRuleIn,
     request: Request,
     session: DbSession,

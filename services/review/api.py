@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -14,7 +13,7 @@ from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import RegionCode
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
-from services.common.paths import CreditCodePath, IdPath
+from services.common.paths import CreditCodePath, IdPath, IsoDate
 from services.common.principal import Principal, check_own_unit, require
 from services.review import certification as cert
 from services.review import declarations as decl
@@ -56,16 +55,20 @@ EmployerP = Annotated[Principal, Depends(require("employer"))]
 EmployerOrStaff = Annotated[Principal, Depends(require("employer", "staff"))]
 YearPath = Annotated[int, Path(ge=2000, le=2100, description="the wage year declared")]
 PersonIdPath = IdPath
+_EMPLOYER_404: dict[int | str, dict[str, Any]] = {
+    404: {"description": "employer_not_found, annual_declaration_not_found"},
+}
 DeclIdPath = IdPath
 
 
 # ---- regional review rules -------------------------------------------------------------
 
 
-@router.get("/rules/{region_code}", response_model=ReviewRuleOut, summary="The review rule in force (public)")
+@router.get("/rules/{region_code}", response_model=ReviewRuleOut, summary="The review rule in force (public)",
+            responses={404: {"description": "review_rule_not_found"}})
 async def get_rule(
     request: Request, session: DbSession, region_code: Annotated[RegionCode, Path()],
-    on: Annotated[date | None, Query(description="date (default today, Asia/Shanghai)")] = None,
+    on: Annotated[IsoDate | None, Query(description="date (default today, Asia/Shanghai)")] = None,
 ) -> Any:
     clock = request.app.state.clock
     return rule_out(await rule_in_force(session=session, region_code=region_code, on=on or clock.today()))
@@ -78,7 +81,7 @@ async def get_rule(
 )
 async def put_review_rule(
     request: Request, response: Response, session: DbSession, principal: Admin,
-    region_code: Annotated[RegionCode, Path()], effective_from: date, body: ReviewRuleIn,
+    region_code: Annotated[RegionCode, Path()], effective_from: IsoDate, body: ReviewRuleIn,
 ) -> Any:
     out, created = await put_rule(
         session=session, clock=request.app.state.clock, actor=principal, region_code=region_code,
@@ -91,7 +94,8 @@ async def put_review_rule(
 # ---- pensioner certification -----------------------------------------------------------
 
 
-@router.get("/me/certification", response_model=CertificationStatus, summary="My certification status")
+@router.get("/me/certification", response_model=CertificationStatus, summary="My certification status",
+            responses={404: {"description": "pensioner_not_found: the caller is not a pensioner"}})
 async def my_certification(request: Request, session: DbSession, principal: Citizen) -> Any:
     p = await cert.pensioner_by_id_number(session=session, id_number=principal.id_number)
     return await cert.status_of(session=session, clock=request.app.state.clock, pensioner=p)
@@ -99,6 +103,7 @@ async def my_certification(request: Request, session: DbSession, principal: Citi
 
 @router.post(
     "/me/certification", response_model=CertificationOut, status_code=201,
+    responses={404: {"description": "pensioner_not_found: the caller is not a pensioner"}},
     summary="Certify by live face recognition (level 3, face authentication under 5 minutes old)",
 )
 async def certify_me(request: Request, session: DbSession, principal: CitizenFreshFace) -> Any:
@@ -179,7 +184,7 @@ async def run_sweep(request: Request, session: DbSession, principal: Operator) -
 @router.get(
     "/employers/{credit_code}/annual-declarations/{year}/roster", response_model=RosterPage,
     summary="The registered employees of the wage year: JSON (masked ids, paginated) or ?format=csv",
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={200: {"content": {"text/csv": {}}}, **_EMPLOYER_404},
 )
 async def roster(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
@@ -209,6 +214,7 @@ async def roster(
 @router.put(
     "/employers/{credit_code}/annual-declarations/{year}", response_model=DeclarationCheckOut,
     summary="Declare last year's average monthly wages; answers per-line errors and the differences",
+    responses=_EMPLOYER_404,
 )
 async def put_declaration(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
@@ -225,6 +231,7 @@ async def put_declaration(
 @router.get(
     "/employers/{credit_code}/annual-declarations/{year}", response_model=DeclarationOut,
     summary="The annual declaration of a wage year (that employer, staff)",
+    responses=_EMPLOYER_404,
 )
 async def get_declaration(
     request: Request, session: DbSession, principal: EmployerOrStaff, credit_code: CreditCodePath, year: YearPath,
@@ -236,6 +243,7 @@ async def get_declaration(
 @router.post(
     "/employers/{credit_code}/annual-declarations/{year}/submit", response_model=DeclarationOut,
     summary="Submit the annual declaration for review",
+    responses=_EMPLOYER_404,
 )
 async def submit_declaration(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
@@ -252,7 +260,7 @@ async def submit_declaration(
 @router.get(
     "/employers/{credit_code}/annual-declarations/{year}/receipt",
     summary="The declaration receipt as a PDF in Chinese",
-    responses={200: {"content": {"application/pdf": {}}}},
+    responses={200: {"content": {"application/pdf": {}}}, **_EMPLOYER_404},
 )
 async def receipt(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,

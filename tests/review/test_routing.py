@@ -37,3 +37,20 @@ async def test_an_empty_or_foreign_cursor_is_cursor_invalid(svc):
     for cursor in ("", "!!", "a" * 401):
         r = await svc.client.get("/review/v1/annual-declarations", params={"cursor": cursor}, headers=h)
         assert (r.status_code, r.json()["code"]) == (422, "cursor_invalid"), cursor
+
+
+async def test_allow_lists_every_method_of_the_path(make_service):
+    card = await make_service("card")
+    r = await card.client.request("OPTIONS", "/card/v1/rules", headers=card.headers(staff("admin")))
+    assert (r.status_code, r.headers["allow"]) == (405, "GET, POST")
+    r = await card.client.delete("/card/v1/rules", headers=card.headers(staff("admin")))
+    assert (r.status_code, r.headers["allow"]) == (405, "GET, POST")
+
+
+async def test_a_fixed_segment_beside_a_month_is_not_a_month(make_service):
+    contribution = await make_service("contribution")
+    h = contribution.headers(staff("admin"))
+    r = await contribution.client.put("/contribution/v1/policies/110000/versions", json={}, headers=h)
+    assert (r.status_code, r.headers["allow"]) == (405, "GET")
+    r = await contribution.client.put("/contribution/v1/policies/110000/2026-7", json={}, headers=h)
+    assert r.status_code == 422

@@ -57,6 +57,12 @@ async def _body(request: Request) -> bytes:
     "/declarations/{declaration_id:id}/payments", status_code=201, response_model=PaymentOut,
     response_model_exclude_none=True, responses=_PROBLEMS,
     summary="Open a payment of a declaration (Idempotency-Key required)",
+    # Read by run_idempotent (a missing key is 400 idempotency_key_required, not a 422).
+    openapi_extra={"parameters": [{
+        "name": "Idempotency-Key", "in": "header", "required": True,
+        "description": "the client's key for this payment attempt; a retry with the same key gets the same answer",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]+$"},
+    }]},
 )
 async def open_payment(
     request: Request, session: DbSession, principal: Payer, body: PaymentIn,
