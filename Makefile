@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 export SOCIALSEC_VAR_DIR ?= $(CURDIR)/var
 
-.PHONY: run test lint migrate openapi token install clean
+.PHONY: run test lint fuzz migrate openapi token install clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or set PYTHON=" >&2; exit 1; }
@@ -32,6 +32,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+## fuzz: schemathesis (every check, fixed seed, bounded examples) against the gateway's merged document
+## on a fresh stack, as a citizen, an employer and staff; fails on any finding (devtools/fuzz.py)
+fuzz: $(STAMP)
+	$(PY) -m devtools.fuzz
 
 ## migrate: upgrade every service database to the newest revision
 migrate: $(STAMP)

@@ -16,8 +16,8 @@ SERVICES = ("registration", "contribution", "card", "review")
 OUT = Path(__file__).resolve().parent.parent / "openapi"
 
 
-def service_documents() -> dict[str, dict[str, Any]]:
-    """Each service's OpenAPI document, built from its app (no database is touched)."""
+def service_apps() -> dict[str, Any]:
+    """Each service's app, built but not started (no database is touched)."""
     from services.common.settings import CommonSettings
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -26,14 +26,18 @@ def service_documents() -> dict[str, dict[str, Any]]:
         var = Path(configured) if configured and (Path(configured) / "keys" / "pii.key").exists() else Path(tmp)
         ensure_dev_keys(var)
         common = CommonSettings(var_dir=var, gateway_public_key_file=var / "keys" / "gateway-signing.pub.pem")
-        docs = {}
+        apps = {}
         for name in SERVICES:
             settings_mod = importlib.import_module(f"services.{name}.settings")
             app_mod = importlib.import_module(f"services.{name}.app")
             settings = settings_mod.Settings(database_url=f"sqlite+aiosqlite:///{tmp}/{name}.db", migrate_on_start=False)
-            app = app_mod.create_app(settings=settings, common=common)
-            docs[name] = app.openapi()
-        return docs
+            apps[name] = app_mod.create_app(settings=settings, common=common)
+        return apps
+
+
+def service_documents() -> dict[str, dict[str, Any]]:
+    """Each service's OpenAPI document, built from its app (no database is touched)."""
+    return {name: app.openapi() for name, app in service_apps().items()}
 
 
 def all_documents() -> dict[str, dict[str, Any]]:

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from services.common.errors import PROBLEM_SCHEMA
+
 log = logging.getLogger("socialsec.gateway.openapi")
 
 SECURITY_SCHEME = {
@@ -33,22 +35,6 @@ SECURITY_SCHEME = {
 }
 
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-PROBLEM_SCHEMA = {
-    "type": "object",
-    "title": "Problem",
-    "description": "RFC 9457 problem document",
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "code": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "object"}},
-        "request_id": {"type": ["string", "null"]},
-    },
-    "required": ["type", "title", "status", "code"],
-}
-
 GATEWAY_PATHS: dict[str, Any] = {
     "/healthz": {"get": {
         "tags": ["gateway"], "summary": "Liveness: the gateway answers", "operationId": "gateway_healthz",
@@ -69,7 +55,7 @@ GATEWAY_PATHS: dict[str, Any] = {
     }},
 }
 
-GATEWAY_RESPONSES = {
+GATEWAY_RESPONSES: dict[str, dict[str, Any]] = {
     "401": {"description": "token refused (see the bearer scheme for the codes) or principal required", "content": _PROBLEM},
     "413": {"description": "payload_too_large: body over the gateway's limit", "content": _PROBLEM},
     "429": {"description": "rate_limited, with Retry-After", "content": _PROBLEM},
@@ -125,7 +111,10 @@ def merged_openapi(service_docs: dict[str, dict[str, Any]], *, version: str = "1
                 if method in _METHODS and isinstance(op, dict):
                     responses = op.setdefault("responses", {})
                     for status, answer in GATEWAY_RESPONSES.items():
-                        responses.setdefault(status, copy.deepcopy(answer))
+                        own = responses.setdefault(status, copy.deepcopy(answer))
+                        if own is not answer and answer["description"] not in own.get("description", ""):
+                            own["description"] = f"{own.get('description')}; at the gateway: {answer['description']}"
+                            own["content"] = {**own.get("content", {}), **copy.deepcopy(answer["content"])}
             paths[path] = item
         for tag in doc.get("tags", []) or []:
             if isinstance(tag, dict) and "name" in tag:

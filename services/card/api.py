@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from services.card import ecard, loss_service, pin_service, rules, service
 from services.card.ecard import QrSigner
@@ -35,7 +35,8 @@ from services.common.db import DbSession
 from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import AsciiInt, RegionCode
-from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
+from services.common.paths import IdPath
 from services.common.principal import Principal, StaffRoleRequired, require
 
 router = APIRouter(prefix="/card/v1", tags=["card"], route_class=ReadModelRoute)
@@ -53,9 +54,9 @@ LossReporter = Annotated[Principal, Depends(require("citizen", "channel", min_le
 Hospital = Annotated[Principal, Depends(require("channel", channel_kinds=["hospital"]))]
 StaffOperator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
 StaffAdmin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
-CardId = Annotated[str, Path(min_length=1, max_length=36)]
+CardId = IdPath
 Limit = Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)]
-Cursor = Annotated[str | None, Query(max_length=500)]
+Cursor = CursorQuery
 
 REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no or invalid principal (principal_required, principal_invalid)"},
@@ -104,7 +105,7 @@ async def get_my_card(request: Request, session: DbSession, principal: CitizenL1
 
 
 @router.get(
-    "/cards/{card_id}", response_model=CardStaffView | CardOut, summary="One card (staff, bank)",
+    "/cards/{card_id:id}", response_model=CardStaffView | CardOut, summary="One card (staff, bank)",
     responses={**REFUSALS, 404: {"description": "card_not_found"}},
 )
 async def get_card(
@@ -119,7 +120,7 @@ async def get_card(
 
 
 @router.post(
-    "/cards/{card_id}/cancellation", response_model=CardOut, summary="Cancel a card (staff operator, 注销)",
+    "/cards/{card_id:id}/cancellation", response_model=CardOut, summary="Cancel a card (staff operator, 注销)",
     responses={**REFUSALS, 404: {"description": "card_not_found"}, 409: {"description": "card_state_conflict"}},
 )
 async def cancel(request: Request, session: DbSession, principal: StaffOperator, card_id: CardId, body: CancellationIn) -> Any:
@@ -133,7 +134,7 @@ async def cancel(request: Request, session: DbSession, principal: StaffOperator,
 
 
 @router.post(
-    "/cards/{card_id}/issuance", response_model=CardOut, summary="Card made: number and bank (制卡)",
+    "/cards/{card_id:id}/issuance", response_model=CardOut, summary="Card made: number and bank (制卡)",
     responses={**REFUSALS, 404: {"description": "card_not_found"}, 409: {"description": "card_state_conflict, card_no_taken"}},
 )
 async def issue(request: Request, session: DbSession, principal: StaffOrBank, card_id: CardId, body: IssuanceIn) -> Any:
@@ -176,7 +177,7 @@ async def change_pin(request: Request, session: DbSession, principal: CitizenL3F
 
 
 @router.post(
-    "/cards/{card_id}/pin-reset", response_model=CardOut, summary="Reset a locked or forgotten PIN",
+    "/cards/{card_id:id}/pin-reset", response_model=CardOut, summary="Reset a locked or forgotten PIN",
     responses={**REFUSALS, 404: {"description": "card_not_found"}, 409: {"description": "card_state_conflict"},
                422: {"description": "pin_too_weak"}},
 )

@@ -42,7 +42,12 @@ def _strip(v: object) -> object:
     return v.strip() if isinstance(v, str) else v
 
 
-CardNo = Annotated[AsciiText, BeforeValidator(_upper_strip), Field(pattern=r"^[A-Z][0-9]{8}$", examples=["J12345678"])]
+# The schema states what is accepted: the letter in either case, blanks around it trimmed
+# (full-width forms typed by an input method are read as ASCII first).
+CardNo = Annotated[AsciiText, BeforeValidator(_upper_strip), Field(
+    pattern=r"^[A-Z][0-9]{8}$", examples=["J12345678"],
+    json_schema_extra={"pattern": r"^\s*[A-Za-z][0-9]{8}\s*$"},
+)]
 Pin = Annotated[AsciiText, Field(pattern=r"^[0-9]{6}$", min_length=6, max_length=6)]
 HolderName = Annotated[PersonName, Field(max_length=50)]
 

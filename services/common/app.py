@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute, iter_route_contexts
 
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import DomainError, install_error_handlers, problem_response
+from services.common.errors import (
+    PROBLEM_SCHEMA,
+    DomainError,
+    install_error_handlers,
+    problem_content,
+    problem_response,
+)
 from services.common.events import FeedConsumer, Handler, feed_router
 from services.common.jobs import BackgroundJob
 from services.common.logging import configure_logging
 from services.common.middleware import RequestContextMiddleware, Utf8JsonMiddleware
 from services.common.migrate import upgrade_async
+from services.common.paths import IdConvertor, MonthConvertor, is_id_parameter
 from services.common.pii import configure_pii
 from services.common.principal import decode_principal
 from services.common.routing import unguarded_post_routes
@@ -141,12 +151,14 @@ def create_service_app(
     unguarded = unguarded_post_routes(app.routes)
     if unguarded:  # every POST honours Idempotency-Key: its router must use ServiceRoute
         raise RuntimeError(f"POST routes without ServiceRoute: {', '.join(unguarded)}")
+    check_id_routes(app.routes)
     _add_security_scheme(app)
     return app
 
 
 def _add_security_scheme(app: FastAPI) -> None:
-    """Document the platform bearer token (validated at the gateway) on every route."""
+    """Document the platform bearer token (validated at the gateway) on every route, and complete
+    every operation's error answers (see `complete_operations`)."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -162,10 +174,116 @@ def _add_security_scheme(app: FastAPI) -> None:
             "the gateway validates it and forwards a signed X-Principal.",
         }
         schema["security"] = [{"platformToken": []}, {}]
+        complete_operations(schema, app.routes)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# What the kernel answers on every route, whatever the route declares itself.
+_MALFORMED_BODY = "malformed_body: the body is not JSON (or not UTF-8)"
+_VALIDATION = (
+    "validation_failed, or the code of the first invalid field (id_number_invalid, credit_code_invalid, "
+    "region_code_invalid, month_invalid, cursor_invalid, ...), with per-field `errors`"
+)
+_UNAUTHENTICATED = "principal_required (no principal), principal_invalid"
+_FORBIDDEN = (
+    "principal_kind_not_allowed, realname_level_too_low, fresh_auth_required, face_auth_required, "
+    "staff_role_required, not_own_employer"
+)
+_NOT_FOUND_ID = "not_found: no such resource (an id that is not a UUID, or not the caller's; a segment of the wrong shape)"
+
+
+def api_routes(routes: Iterable[Any]) -> Iterator[Any]:
+    """Every API route of an app as the app serves it (prefix included, routers flattened)."""
+    for context in iter_route_contexts(list(routes)):
+        if isinstance(context.original_route, APIRoute):
+            yield context
+
+
+def _takes_principal(dependant: Dependant) -> bool:
+    """True when the route (or one of its dependencies) verifies the caller's principal."""
+    stack = [dependant]
+    while stack:
+        d = stack.pop()
+        if getattr(d.call, "principal_guard", False):
+            return True
+        stack.extend(d.dependencies)
+    return False
+
+
+def _error_answer(responses: dict[str, Any], status: int, description: str) -> None:
+    """Add (or complete) an error answer: application/problem+json with the Problem schema."""
+    answer = responses.setdefault(str(status), {})
+    own = answer.get("description")
+    if not own or own in ("Validation Error", "Additional Response"):
+        answer["description"] = description
+    elif description.split(":")[0].split(",")[0].split(" ")[0] not in own:
+        answer["description"] = f"{own}; {description}"
+    answer["content"] = problem_content()
+
+
+def complete_operations(schema: dict[str, Any], routes: Iterable[Any]) -> None:
+    """Every operation lists the error answers the kernel gives it, as application/problem+json.
+
+    - a request body: 400 `malformed_body` and 422;
+    - parameters: 422;
+    - a principal (a `require(...)` or `current_principal` dependency): 401 and 403;
+    - an id (or a month) in the path: 404 (the router matches ids only, see services.common.paths);
+    - every 4xx and 5xx a route declares itself is a problem document, unless the route
+      gives its own content (platform notifications answer in the platform's format).
+    FastAPI's own HTTPValidationError schema (application/json) is dropped.
+    """
+    paths = schema.get("paths", {})
+    for route in api_routes(routes):
+        if not route.include_in_schema:
+            continue
+        item = paths.get(route.path_format)
+        if item is None:
+            continue
+        principal = _takes_principal(route.dependant)
+        typed = [n for n, c in route.param_convertors.items() if isinstance(c, (IdConvertor, MonthConvertor))]
+        for method in route.methods or ():
+            op = item.get(method.lower())
+            if op is None:
+                continue
+            responses = op.setdefault("responses", {})
+            for status, answer in list(responses.items()):
+                if status[:1] in ("4", "5") and isinstance(answer, dict):
+                    content = answer.get("content")
+                    generated = content is None or (
+                        set(content) == {"application/json"}
+                        and content["application/json"].get("schema", {}).get("$ref", "").endswith("/HTTPValidationError")
+                    )
+                    if generated:
+                        _error_answer(responses, int(status), answer.get("description") or "refused")
+            if "requestBody" in op:
+                _error_answer(responses, 400, _MALFORMED_BODY)
+            if "requestBody" in op or op.get("parameters"):
+                _error_answer(responses, 422, _VALIDATION)
+            if principal:
+                _error_answer(responses, 401, _UNAUTHENTICATED)
+                _error_answer(responses, 403, _FORBIDDEN)
+            if typed:
+                _error_answer(responses, 404, _NOT_FOUND_ID)
+            op["responses"] = dict(sorted(responses.items()))
+    comps = schema.setdefault("components", {})
+    schemas = comps.setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    text = json.dumps(paths)
+    for generated_name in ("HTTPValidationError", "ValidationError"):
+        if f"#/components/schemas/{generated_name}" not in text:
+            schemas.pop(generated_name, None)
+    comps["schemas"] = dict(sorted(schemas.items()))
+
+
+def check_id_routes(routes: Iterable[Any]) -> None:
+    """Every id path parameter is matched by the router as an id (`{x_id:id}`), so fixed segments win."""
+    for route in api_routes(routes):
+        for name, convertor in route.param_convertors.items():
+            if is_id_parameter(name) and not isinstance(convertor, IdConvertor):
+                raise RuntimeError(f"{route.path}: declare the id segment as {{{name}:id}} with IdPath")
 
 
 def json_response(content: Any, status_code: int = 200) -> JSONResponse:

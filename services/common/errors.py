@@ -24,6 +24,43 @@ log = logging.getLogger("socialsec.errors")
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://socialsec.example/problems/"
 
+# The problem document as every service and the gateway render it (`problem_response`),
+# as it appears under components/schemas/Problem in every OpenAPI document.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem document; `code` is stable, `title` and `detail` are Chinese by default "
+    "and English with `Accept-Language: en`. Some problems add members of their own (e.g. `tries_left`).",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "per-field errors (input values are never echoed)",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "field": {"type": "string"},
+                    "in": {"type": "string"},
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+        "request_id": {"type": ["string", "null"]},
+    },
+    "required": ["type", "title", "status", "code"],
+}
+PROBLEM_REF = "#/components/schemas/Problem"
+
+
+def problem_content() -> dict[str, Any]:
+    """An OpenAPI `content` member for a problem answer."""
+    return {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}}
+
 
 class DomainError(Exception):
     """A refusal the caller can act on: HTTP status, stable code, bilingual title."""
@@ -263,13 +300,35 @@ _HTTP_CODES = {
 }
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on this path.
+
+    The router's own 405 names the methods of the first route whose path matched only;
+    `GET /x` and `POST /x` are two routes, and `Allow` must list both.
+    """
+    from fastapi.routing import iter_route_contexts
+
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route in iter_route_contexts(list(request.app.routes)):
+        regex = getattr(route, "path_regex", None)
+        route_methods = getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
 async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     en = wants_english(request)
     code, zh, en_title = _HTTP_CODES.get(exc.status_code, ("http_error", "请求失败", "Request failed"))
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        allow = allowed_methods(request)
+        if allow:
+            headers["Allow"] = ", ".join(allow)
     return problem_response(
-        request, status=exc.status_code, code=code, title=en_title if en else zh,
-        headers=dict(exc.headers) if exc.headers else None,
+        request, status=exc.status_code, code=code, title=en_title if en else zh, headers=headers or None,
     )
 
 

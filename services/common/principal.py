@@ -287,6 +287,7 @@ def require(
             channel_kinds=ck, roles=rl,
         )
 
+    dependency.principal_guard = True  # type: ignore[attr-defined]  # the OpenAPI document lists 401 and 403
     return dependency
 
 
@@ -296,5 +297,10 @@ def auth_time_of(principal: Principal) -> datetime | None:
 
     return datetime.fromtimestamp(principal.auth_time, UTC) if principal.auth_time is not None else None
 
+
+# Routes depending on one of these take a principal: their OpenAPI operations list 401 and 403
+# (services.common.app completes the document from this mark).
+optional_principal.principal_guard = True  # type: ignore[attr-defined]
+current_principal.principal_guard = True  # type: ignore[attr-defined]
 
 AnyPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -14,7 +14,8 @@ from services.common.errors import wants_english
 from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import AsciiInt, Month, RegionCode, id_number_info
-from services.common.pagination import Page, decode_cursor, encode_cursor
+from services.common.pagination import CursorQuery, Page, decode_cursor, encode_cursor
+from services.common.paths import CreditCodePath, IdPath
 from services.common.pii import id_hash
 from services.common.principal import Principal, PrincipalKind, check_own_unit, require
 from services.contribution import agencies, employers, pension, policies, records, service
@@ -44,10 +45,9 @@ router = APIRouter(prefix="/contribution/v1", tags=["contribution"], route_class
 
 RegionPath = Annotated[RegionCode, Path(examples=["110105"])]
 MonthPath = Annotated[Month, Path(examples=["2025-07"])]
-CreditPath = Annotated[str, Path(min_length=18, max_length=18)]
-IdPath = Annotated[str, Path(min_length=1, max_length=36)]
+CreditPath = CreditCodePath
 Limit = Annotated[AsciiInt, Query(ge=1, le=200)]
-Cursor = Annotated[str | None, Query(max_length=200)]
+Cursor = CursorQuery
 
 Citizen1 = Annotated[Principal, Depends(require("citizen", min_level=1))]
 Citizen2 = Annotated[Principal, Depends(require("citizen", min_level=2))]
@@ -100,7 +100,7 @@ async def policy_versions(session: DbSession, region_code: RegionPath, limit: Li
     return Page[PolicyOut](items=[policies.policy_out(p) for p in page], next_cursor=nxt)
 
 
-@router.put("/policies/{region_code}/{effective_from}", response_model=PolicyOut, status_code=200,
+@router.put("/policies/{region_code}/{effective_from:month}", response_model=PolicyOut, status_code=200,
             responses={201: {"model": PolicyOut, "description": "added"}, 409: {"description": "policy_overlap"}, **_REFUSALS},
             summary="Add (201) or replace (200) a dated policy (staff admin, audited)")
 async def put_policy(
@@ -153,13 +153,13 @@ async def list_my_declarations(session: DbSession, principal: Citizen1, limit: L
     return DeclarationPage(items=[service.list_item(d) for d in rows], next_cursor=nxt)
 
 
-@router.get("/me/declarations/{declaration_id}", response_model=DeclarationOut, responses={404: {"description": "not mine"}})
+@router.get("/me/declarations/{declaration_id:id}", response_model=DeclarationOut, responses={404: {"description": "not mine"}})
 async def get_my_declaration(session: DbSession, principal: Citizen1, declaration_id: IdPath) -> DeclarationOut:
     decl = await service.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
     return await service.declaration_view(session=session, declaration=decl)
 
 
-@router.post("/me/declarations/{declaration_id}/confirm", response_model=DeclarationOut,
+@router.post("/me/declarations/{declaration_id:id}/confirm", response_model=DeclarationOut,
              responses={404: {"description": "not mine"}, 409: {"description": "declaration_state_conflict"}})
 async def confirm_my_declaration(request: Request, session: DbSession, principal: Citizen2, declaration_id: IdPath) -> DeclarationOut:
     decl = await service.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
@@ -167,7 +167,7 @@ async def confirm_my_declaration(request: Request, session: DbSession, principal
     return await service.declaration_view(session=session, declaration=decl)
 
 
-@router.post("/me/declarations/{declaration_id}/cancel", response_model=DeclarationOut,
+@router.post("/me/declarations/{declaration_id:id}/cancel", response_model=DeclarationOut,
              responses={404: {"description": "not mine"}, 409: {"description": "declaration_state_conflict"}},
              summary="Cancel an unpaid declaration; its months are free again")
 async def cancel_my_declaration(request: Request, session: DbSession, principal: Citizen2, declaration_id: IdPath) -> DeclarationOut:
@@ -209,7 +209,7 @@ async def list_employer_declarations(
     return DeclarationPage(items=[service.list_item(d) for d in rows], next_cursor=nxt)
 
 
-@router.get("/employers/{credit_code}/declarations/{declaration_id}", response_model=DeclarationOut,
+@router.get("/employers/{credit_code}/declarations/{declaration_id:id}", response_model=DeclarationOut,
             responses={404: {"description": "not this unit's"}, **_REFUSALS})
 async def get_employer_declaration(
     session: DbSession, principal: EmployerOrStaff, credit_code: CreditPath, declaration_id: IdPath,
@@ -221,7 +221,8 @@ async def get_employer_declaration(
 
 
 @router.post("/employers/{credit_code}/assessments", response_model=DeclarationOut, status_code=201,
-             responses={409: {"description": "month_already_declared"}, **_REFUSALS},
+             responses={404: {"description": "employer_not_registered"}, 409: {"description": "month_already_declared"},
+                        **_REFUSALS},
              summary="Assess an undeclared month at 110% of the previous one (art. 62; audited)")
 async def assess_employer(
     request: Request, session: DbSession, principal: Operator, credit_code: CreditPath, body: AssessmentIn,
@@ -260,7 +261,7 @@ async def list_authorizations(request: Request, session: DbSession, principal: C
     return AgencyAuthorizationPage(items=[agencies.authorization_out(r, today) for r in rows])
 
 
-@router.delete("/me/agency-authorizations/{authorization_id}", status_code=204, response_class=Response,
+@router.delete("/me/agency-authorizations/{authorization_id:id}", status_code=204, response_class=Response,
                responses={404: {"description": "not mine"}})
 async def revoke_authorization(request: Request, session: DbSession, principal: Citizen1, authorization_id: IdPath) -> Response:
     await agencies.revoke_authorization(session=session, principal=principal, authorization_id=authorization_id,
@@ -285,7 +286,7 @@ async def create_agency_declaration(request: Request, session: DbSession, princi
     return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
 
 
-@router.get("/agency/declarations/{declaration_id}", response_model=DeclarationOut, responses={404: {"description": "not ours"}})
+@router.get("/agency/declarations/{declaration_id:id}", response_model=DeclarationOut, responses={404: {"description": "not ours"}})
 async def get_agency_declaration(session: DbSession, principal: Agency, declaration_id: IdPath) -> DeclarationOut:
     decl = await agencies.get_agency_declaration(session=session, declaration_id=declaration_id, principal=principal)
     return await service.declaration_view(session=session, declaration=decl)

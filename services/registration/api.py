@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -12,7 +11,8 @@ from services.common.clock import Clock
 from services.common.db import DbSession
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import AsciiInt, CreditCode, RegionCode
-from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
+from services.common.paths import IdPath, IsoDate
 from services.common.principal import Principal, check_own_unit, require
 from services.common.routing import ServiceRoute
 from services.registration import employers, persons, rules, self_enrolment
@@ -49,8 +49,8 @@ Operator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
 Admin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
 
 CreditCodePath = Annotated[CreditCode, Path(description="unified social credit code")]
-PersonIdPath = Annotated[str, Path(max_length=36, description="the person's opaque id")]
-EnrolmentIdPath = Annotated[str, Path(max_length=36)]
+PersonIdPath = IdPath
+EnrolmentIdPath = IdPath
 
 
 def _clock(request: Request) -> Clock:
@@ -74,7 +74,8 @@ async def register_employer(body: EmployerIn, request: Request, session: DbSessi
     )
 
 
-@router.get("/employers/{credit_code}", response_model=EmployerOut, summary="A registered unit")
+@router.get("/employers/{credit_code}", response_model=EmployerOut, summary="A registered unit",
+            responses={404: {"description": "employer_not_found"}})
 async def get_employer(credit_code: CreditCodePath, session: DbSession, principal: EmployerOrStaff) -> EmployerOut:
     check_own_unit(principal, credit_code)
     return employers.employer_out(await employers.get_employer(session=session, credit_code=credit_code))
@@ -97,21 +98,22 @@ async def enrol_employee(
     )
 
 
-@router.get("/employers/{credit_code}/employees", response_model=RosterPage, summary="The roster, paginated")
+@router.get("/employers/{credit_code}/employees", response_model=RosterPage, summary="The roster, paginated",
+            responses={404: {"description": "employer_not_found"}})
 async def list_employees(
     credit_code: CreditCodePath,
     session: DbSession,
     principal: EmployerOrStaff,
     status: Annotated[RosterStatus | None, Query(description="active or ended")] = None,
     limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorQuery = None,
 ) -> RosterPage:
     check_own_unit(principal, credit_code)
     return await employers.roster(session=session, credit_code=credit_code, status=status, limit=limit, cursor=cursor)
 
 
 @router.post(
-    "/employers/{credit_code}/employees/{person_id}/separation", response_model=EmployeeOut,
+    "/employers/{credit_code}/employees/{person_id:id}/separation", response_model=EmployeeOut,
     summary="End an employment (减员)",
 )
 async def separate_employee(
@@ -143,7 +145,7 @@ async def enrol_self(body: SelfEnrolmentIn, request: Request, session: DbSession
     )
 
 
-@router.post("/me/enrolments/{enrolment_id}/end", response_model=EnrolmentOut, summary="Stop a self-enrolment")
+@router.post("/me/enrolments/{enrolment_id:id}/end", response_model=EnrolmentOut, summary="Stop a self-enrolment")
 async def end_self_enrolment(
     enrolment_id: EnrolmentIdPath, body: EndEnrolmentIn, request: Request, session: DbSession, principal: CitizenL2,
 ) -> Any:
@@ -163,7 +165,7 @@ async def me(session: DbSession, principal: CitizenL1) -> PersonProfile:
 # ---- persons (staff) -------------------------------------------------------------------------
 
 
-@router.get("/persons/{person_id}", response_model=StaffPersonView, response_model_exclude_none=False,
+@router.get("/persons/{person_id:id}", response_model=StaffPersonView, response_model_exclude_none=False,
             summary="A person (staff); unmasked for operators, audited")
 async def get_person(
     person_id: PersonIdPath,
@@ -190,7 +192,7 @@ async def lookup_person(body: PersonLookupIn, request: Request, session: DbSessi
 
 
 @router.post(
-    "/persons/{person_id}/pension-award", response_model=PensionAwardOut, summary="Award a pension",
+    "/persons/{person_id:id}/pension-award", response_model=PensionAwardOut, summary="Award a pension",
     responses={409: {"description": "person_is_pensioner"}},
 )
 async def award_pension(
@@ -207,12 +209,13 @@ async def award_pension(
 # ---- regional rules ------------------------------------------------------------------------------
 
 
-@router.get("/regional-rules/{region_code}", response_model=RegionalRuleOut, summary="The rule in force (public)")
+@router.get("/regional-rules/{region_code}", response_model=RegionalRuleOut, summary="The rule in force (public)",
+            responses={404: {"description": "regional_rule_not_found"}})
 async def get_regional_rule(
     region_code: Annotated[RegionCode, Path()],
     request: Request,
     session: DbSession,
-    on: Annotated[date | None, Query(description="default: today (Asia/Shanghai)")] = None,
+    on: Annotated[IsoDate | None, Query(description="default: today (Asia/Shanghai)")] = None,
 ) -> RegionalRuleOut:
     """Whether flexible enrolment in the region needs a local household registration, at the region, city or province."""
     rule = await rules.rule_in_force(session=session, region_code=region_code, on=on or _clock(request).today())
@@ -228,7 +231,7 @@ async def get_regional_rule(
 )
 async def put_regional_rule(
     region_code: Annotated[RegionCode, Path()],
-    effective_from: date,
+    effective_from: IsoDate,
     body: RegionalRuleIn,
     request: Request,
     session: DbSession,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -13,7 +12,8 @@ from services.common.errors import wants_english
 from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import AsciiInt, RegionCode
-from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
+from services.common.paths import CreditCodePath, IdPath, IsoDate
 from services.common.principal import Principal, check_own_unit, require
 from services.review import certification as cert
 from services.review import declarations as decl
@@ -53,19 +53,22 @@ Reviewer = Annotated[Principal, Depends(require("staff", roles=["reviewer"]))]
 Admin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
 EmployerP = Annotated[Principal, Depends(require("employer"))]
 EmployerOrStaff = Annotated[Principal, Depends(require("employer", "staff"))]
-CreditCodePath = Annotated[str, Path(min_length=18, max_length=18, description="unified social credit code")]
 YearPath = Annotated[AsciiInt, Path(ge=2000, le=2100, description="the wage year declared")]
-PersonIdPath = Annotated[str, Path(min_length=1, max_length=64)]
-DeclIdPath = Annotated[str, Path(min_length=1, max_length=36)]
+PersonIdPath = IdPath
+_EMPLOYER_404: dict[int | str, dict[str, Any]] = {
+    404: {"description": "employer_not_found, annual_declaration_not_found"},
+}
+DeclIdPath = IdPath
 
 
 # ---- regional review rules -------------------------------------------------------------
 
 
-@router.get("/rules/{region_code}", response_model=ReviewRuleOut, summary="The review rule in force (public)")
+@router.get("/rules/{region_code}", response_model=ReviewRuleOut, summary="The review rule in force (public)",
+            responses={404: {"description": "review_rule_not_found"}})
 async def get_rule(
     request: Request, session: DbSession, region_code: Annotated[RegionCode, Path()],
-    on: Annotated[date | None, Query(description="date (default today, Asia/Shanghai)")] = None,
+    on: Annotated[IsoDate | None, Query(description="date (default today, Asia/Shanghai)")] = None,
 ) -> Any:
     clock = request.app.state.clock
     return rule_out(await rule_in_force(session=session, region_code=region_code, on=on or clock.today()))
@@ -78,7 +81,7 @@ async def get_rule(
 )
 async def put_review_rule(
     request: Request, response: Response, session: DbSession, principal: Admin,
-    region_code: Annotated[RegionCode, Path()], effective_from: date, body: ReviewRuleIn,
+    region_code: Annotated[RegionCode, Path()], effective_from: IsoDate, body: ReviewRuleIn,
 ) -> Any:
     out, created = await put_rule(
         session=session, clock=request.app.state.clock, actor=principal, region_code=region_code,
@@ -91,7 +94,8 @@ async def put_review_rule(
 # ---- pensioner certification -----------------------------------------------------------
 
 
-@router.get("/me/certification", response_model=CertificationStatus, summary="My certification status")
+@router.get("/me/certification", response_model=CertificationStatus, summary="My certification status",
+            responses={404: {"description": "pensioner_not_found: the caller is not a pensioner"}})
 async def my_certification(request: Request, session: DbSession, principal: Citizen) -> Any:
     p = await cert.pensioner_by_id_number(session=session, id_number=principal.id_number)
     return await cert.status_of(session=session, clock=request.app.state.clock, pensioner=p)
@@ -99,6 +103,7 @@ async def my_certification(request: Request, session: DbSession, principal: Citi
 
 @router.post(
     "/me/certification", response_model=CertificationOut, status_code=201,
+    responses={404: {"description": "pensioner_not_found: the caller is not a pensioner"}},
     summary="Certify by live face recognition (level 3, face authentication under 5 minutes old)",
 )
 async def certify_me(request: Request, session: DbSession, principal: CitizenFreshFace) -> Any:
@@ -112,7 +117,7 @@ async def certify_me(request: Request, session: DbSession, principal: CitizenFre
 
 
 @router.get(
-    "/persons/{person_id}/certification", response_model=CertificationStatus,
+    "/persons/{person_id:id}/certification", response_model=CertificationStatus,
     summary="A pensioner's certification status (staff operator)",
 )
 async def person_certification(request: Request, session: DbSession, principal: Operator, person_id: PersonIdPath) -> Any:
@@ -121,7 +126,7 @@ async def person_certification(request: Request, session: DbSession, principal: 
 
 
 @router.post(
-    "/persons/{person_id}/certifications", response_model=CertificationOut, status_code=201,
+    "/persons/{person_id:id}/certifications", response_model=CertificationOut, status_code=201,
     summary="Record a community or home visit, or a data match, with evidence (staff operator, audited)",
 )
 async def staff_certify(
@@ -149,7 +154,7 @@ async def staff_certify(
 
 
 @router.post(
-    "/persons/{person_id}/suspensions", response_model=SuspensionOut, status_code=201,
+    "/persons/{person_id:id}/suspensions", response_model=SuspensionOut, status_code=201,
     summary="Suspend a pension for a reason such as imprisonment (staff operator, audited)",
 )
 async def suspend(
@@ -179,13 +184,13 @@ async def run_sweep(request: Request, session: DbSession, principal: Operator) -
 @router.get(
     "/employers/{credit_code}/annual-declarations/{year}/roster", response_model=RosterPage,
     summary="The registered employees of the wage year: JSON (masked ids, paginated) or ?format=csv",
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={200: {"content": {"text/csv": {}}}, **_EMPLOYER_404},
 )
 async def roster(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
     limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorQuery = None,
 ) -> Any:
     check_own_unit(principal, credit_code)
     emp = await decl.get_employer(session=session, credit_code=credit_code)
@@ -209,6 +214,7 @@ async def roster(
 @router.put(
     "/employers/{credit_code}/annual-declarations/{year}", response_model=DeclarationCheckOut,
     summary="Declare last year's average monthly wages; answers per-line errors and the differences",
+    responses=_EMPLOYER_404,
 )
 async def put_declaration(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
@@ -225,6 +231,7 @@ async def put_declaration(
 @router.get(
     "/employers/{credit_code}/annual-declarations/{year}", response_model=DeclarationOut,
     summary="The annual declaration of a wage year (that employer, staff)",
+    responses=_EMPLOYER_404,
 )
 async def get_declaration(
     request: Request, session: DbSession, principal: EmployerOrStaff, credit_code: CreditCodePath, year: YearPath,
@@ -236,6 +243,7 @@ async def get_declaration(
 @router.post(
     "/employers/{credit_code}/annual-declarations/{year}/submit", response_model=DeclarationOut,
     summary="Submit the annual declaration for review",
+    responses=_EMPLOYER_404,
 )
 async def submit_declaration(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
@@ -252,7 +260,7 @@ async def submit_declaration(
 @router.get(
     "/employers/{credit_code}/annual-declarations/{year}/receipt",
     summary="The declaration receipt as a PDF in Chinese",
-    responses={200: {"content": {"application/pdf": {}}}},
+    responses={200: {"content": {"application/pdf": {}}}, **_EMPLOYER_404},
 )
 async def receipt(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
@@ -276,25 +284,25 @@ async def staff_list_declarations(
     status: Annotated[DeclarationStatus | None, Query()] = None,
     year: Annotated[AsciiInt | None, Query(ge=2000, le=2100)] = None,
     limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    cursor: CursorQuery = None,
 ) -> Any:
     return await decl.list_declarations(session=session, status=status, year=year, limit=limit, cursor=cursor)
 
 
 @router.get(
-    "/annual-declarations/{declaration_id}/lines", response_model=DeclaredLinePage,
+    "/annual-declarations/{declaration_id:id}/lines", response_model=DeclaredLinePage,
     summary="A declaration's lines, masked ids (staff reviewer)",
 )
 async def staff_declaration_lines(
     session: DbSession, principal: Reviewer, declaration_id: DeclIdPath,
     limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorQuery = None,
 ) -> Any:
     return await decl.declared_lines(session=session, declaration_id=declaration_id, limit=limit, cursor=cursor)
 
 
 @router.get(
-    "/annual-declarations/{declaration_id}", response_model=DeclarationOut,
+    "/annual-declarations/{declaration_id:id}", response_model=DeclarationOut,
     summary="An annual declaration by id (staff reviewer)",
 )
 async def staff_get_declaration(session: DbSession, principal: Reviewer, declaration_id: DeclIdPath) -> Any:
@@ -302,7 +310,7 @@ async def staff_get_declaration(session: DbSession, principal: Reviewer, declara
 
 
 @router.post(
-    "/annual-declarations/{declaration_id}/decision", response_model=DeclarationOut,
+    "/annual-declarations/{declaration_id:id}/decision", response_model=DeclarationOut,
     summary="Approve or return a submitted annual declaration, with reasons (staff reviewer, audited)",
 )
 async def decide(

@@ -15,17 +15,17 @@ from tests.helpers import channel, make_id_number, staff
 
 class TestIssuance:
     async def test_anonymous_is_401(self, flow: Any) -> None:
-        r = await flow.client.post("/card/v1/cards/x/issuance", json={"card_no": CARD_NO, "bank": "b"})
+        r = await flow.client.post("/card/v1/cards/00000000-0000-4000-8000-00000000dead/issuance", json={"card_no": CARD_NO, "bank": "b"})
         assert r.status_code == 401
 
     async def test_citizen_and_hospital_are_refused(self, flow: Any, idn: str) -> None:
         for prn in (flow.citizen(idn), channel("hospital", "H1")):
-            r = await flow.client.post("/card/v1/cards/x/issuance", json={"card_no": CARD_NO, "bank": "b"}, headers=flow.h(prn))
+            r = await flow.client.post("/card/v1/cards/00000000-0000-4000-8000-00000000dead/issuance", json={"card_no": CARD_NO, "bank": "b"}, headers=flow.h(prn))
             assert r.status_code == 403
 
     async def test_reviewer_role_is_refused(self, flow: Any) -> None:
         r = await flow.client.post(
-            "/card/v1/cards/x/issuance", json={"card_no": CARD_NO, "bank": "b"}, headers=flow.h(staff("reviewer"))
+            "/card/v1/cards/00000000-0000-4000-8000-00000000dead/issuance", json={"card_no": CARD_NO, "bank": "b"}, headers=flow.h(staff("reviewer"))
         )
         assert r.status_code == 403 and r.json()["code"] == "staff_role_required"
 
@@ -51,14 +51,14 @@ class TestIssuance:
 
     async def test_oversized_bank_and_wrong_types(self, flow: Any) -> None:
         r = await flow.client.post(
-            "/card/v1/cards/x/issuance", json={"card_no": CARD_NO, "bank": "b" * 61}, headers=flow.h(staff())
+            "/card/v1/cards/00000000-0000-4000-8000-00000000dead/issuance", json={"card_no": CARD_NO, "bank": "b" * 61}, headers=flow.h(staff())
         )
         assert r.status_code == 422
-        r = await flow.client.post("/card/v1/cards/x/issuance", json={"card_no": 12345678, "bank": []}, headers=flow.h(staff()))
+        r = await flow.client.post("/card/v1/cards/00000000-0000-4000-8000-00000000dead/issuance", json={"card_no": 12345678, "bank": []}, headers=flow.h(staff()))
         assert r.status_code == 422
 
     async def test_unknown_card_is_404(self, flow: Any) -> None:
-        r = await flow.client.post("/card/v1/cards/nope/issuance", json={"card_no": CARD_NO, "bank": "b"}, headers=flow.h(staff()))
+        r = await flow.client.post("/card/v1/cards/00000000-0000-4000-8000-00000000dead/issuance", json={"card_no": CARD_NO, "bank": "b"}, headers=flow.h(staff()))
         assert r.status_code == 404 and r.json()["code"] == "card_not_found"
 
     async def test_issued_by_bank_then_not_again(self, flow: Any, idn: str) -> None:

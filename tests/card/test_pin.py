@@ -158,11 +158,11 @@ class TestChangePin:
 
 class TestPinReset:
     async def test_anonymous_is_401(self, flow: Any) -> None:
-        assert (await flow.client.post("/card/v1/cards/x/pin-reset")).status_code == 401
+        assert (await flow.client.post("/card/v1/cards/00000000-0000-4000-8000-00000000dead/pin-reset")).status_code == 401
 
     async def test_bank_and_staff_are_refused(self, flow: Any) -> None:
         for prn in (channel("bank"), staff("admin")):
-            r = await flow.client.post("/card/v1/cards/x/pin-reset", headers=flow.h(prn))
+            r = await flow.client.post("/card/v1/cards/00000000-0000-4000-8000-00000000dead/pin-reset", headers=flow.h(prn))
             assert r.status_code == 403 and r.json()["code"] == "principal_kind_not_allowed"
 
     async def test_citizen_needs_fresh_face(self, flow: Any, idn: str) -> None:

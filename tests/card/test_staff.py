@@ -13,11 +13,11 @@ from tests.helpers import channel, staff
 
 class TestGetCard:
     async def test_anonymous_and_citizen(self, flow: Any, idn: str) -> None:
-        assert (await flow.client.get("/card/v1/cards/x")).status_code == 401
-        assert (await flow.client.get("/card/v1/cards/x", headers=flow.h(flow.citizen(idn)))).status_code == 403
+        assert (await flow.client.get("/card/v1/cards/00000000-0000-4000-8000-00000000dead")).status_code == 401
+        assert (await flow.client.get("/card/v1/cards/00000000-0000-4000-8000-00000000dead", headers=flow.h(flow.citizen(idn)))).status_code == 403
 
     async def test_unknown_is_404(self, flow: Any) -> None:
-        r = await flow.client.get("/card/v1/cards/nope", headers=flow.h(staff()))
+        r = await flow.client.get("/card/v1/cards/00000000-0000-4000-8000-00000000dead", headers=flow.h(staff()))
         assert r.status_code == 404 and r.json()["code"] == "card_not_found"
 
     async def test_masked_for_bank_unmasked_for_operator_with_audit(self, flow: Any, idn: str) -> None:
@@ -37,7 +37,7 @@ class TestGetCard:
 
 class TestCancel:
     async def test_anonymous_and_wrong_principals(self, flow: Any, idn: str) -> None:
-        url = "/card/v1/cards/x/cancellation"
+        url = "/card/v1/cards/00000000-0000-4000-8000-00000000dead/cancellation"
         assert (await flow.client.post(url, json={"reason": "r"})).status_code == 401
         for prn in (channel("bank"), flow.citizen(idn), staff("reviewer")):
             assert (await flow.client.post(url, json={"reason": "r"}, headers=flow.h(prn))).status_code == 403

@@ -8,6 +8,7 @@ by walking its routes.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -76,7 +77,9 @@ def protected_routes(app: Any) -> list[tuple[str, str]]:
         if _guarded(route.dependant) and not full_path.endswith("/_whoami"):
             path = full_path
             for param in route.dependant.path_params:
-                path = path.replace("{" + param.name + "}", samples.get(param.name, "00000000-0000-0000-0000-000000000001"))
+                sample = samples.get(param.name, "00000000-0000-0000-0000-000000000001")
+                path = re.sub(r"\{" + param.name + r":month\}", "2026-07", path)
+                path = re.sub(r"\{" + param.name + r"(:\w+)?\}", sample, path)
             out.append((sorted(route.methods)[0], path))
     return out
 

@@ -180,7 +180,7 @@ class TestSeparation:
         r = await reg.client.post(f"{BASE}/employers/{CC_B}/employees/{out['person_id']}/separation",
                                   json={"separation_date": "2026-03-05"}, headers=reg.h(employer(CC_B)))
         problem(r, 404, "employment_not_found")
-        r = await reg.client.post(f"{BASE}/employers/{CC_A}/employees/nobody/separation",
+        r = await reg.client.post(f"{BASE}/employers/{CC_A}/employees/00000000-0000-4000-8000-00000000dead/separation",
                                   json={"separation_date": "2026-03-05"}, headers=reg.h(employer(CC_A)))
         problem(r, 404, "employment_not_found")
 

@@ -51,7 +51,7 @@ class TestStaffPerson:
         url = f"{BASE}/persons/{out['person_id']}"
         problem(await reg.client.get(url), 401, "principal_required")
         problem(await reg.client.get(url, headers=reg.h(citizen(ID_1))), 403, "principal_kind_not_allowed")
-        problem(await reg.client.get(f"{BASE}/persons/unknown", headers=reg.h(STAFF_REVIEWER)), 404, "person_not_found")
+        problem(await reg.client.get(f"{BASE}/persons/00000000-0000-4000-8000-00000000dead", headers=reg.h(STAFF_REVIEWER)), 404, "person_not_found")
         masked = await reg.client.get(url, headers=reg.h(STAFF_REVIEWER))
         assert masked.status_code == 200 and masked.json()["id_number"] is None and ID_1 not in masked.text
         problem(await reg.client.get(url, params={"unmasked": "true"}, headers=reg.h(STAFF_REVIEWER)),
@@ -80,7 +80,7 @@ class TestPensionAward:
                 403, "staff_role_required")
         problem(await reg.client.post(url, json={"from_date": "2026-03-01"}, headers=reg.h(citizen(ID_1))),
                 403, "principal_kind_not_allowed")
-        problem(await reg.client.post(f"{BASE}/persons/nobody/pension-award", json={"from_date": "2026-03-01"},
+        problem(await reg.client.post(f"{BASE}/persons/00000000-0000-4000-8000-00000000dead/pension-award", json={"from_date": "2026-03-01"},
                                       headers=reg.h(STAFF_OPERATOR)), 404, "person_not_found")
         for bad in ("1989-12-31", "2026-07-01"):
             problem(await reg.client.post(url, json={"from_date": bad}, headers=reg.h(STAFF_OPERATOR)),

@@ -129,7 +129,7 @@ class TestEndSelfEnrolment:
         # Someone else's enrolment id: 404, existence not revealed.
         problem(await reg.client.post(url, json={"end_month": "2026-03"}, headers=reg.h(citizen(ID_2, "李梅"))),
                 404, "enrolment_not_found")
-        problem(await reg.client.post(f"{BASE}/me/enrolments/unknown/end", json={"end_month": "2026-03"},
+        problem(await reg.client.post(f"{BASE}/me/enrolments/00000000-0000-4000-8000-00000000dead/end", json={"end_month": "2026-03"},
                                       headers=reg.h(citizen(ID_1))), 404, "enrolment_not_found")
         problem(await reg.client.post(url, json={"end_month": "March"}, headers=reg.h(citizen(ID_1))), 422, "month_invalid")
 

@@ -23,6 +23,11 @@ CC = make_credit_code("91110105MA0000001")
 OTHER_CC = make_credit_code("91110105MA0000009")
 
 
+def person_uuid(id_number: str) -> str:
+    """The person id registration would have given (a UUID), stable per id number."""
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, id_number))
+
+
 class Feed:
     """Feeds the review read models the events registration and contribution publish."""
 
@@ -42,7 +47,7 @@ class Feed:
 
     def person(self, id_number: str, name: str, person_id: str | None = None) -> dict[str, Any]:
         return {
-            "person_id": person_id or f"P-{id_number[-8:]}",
+            "person_id": person_id or person_uuid(id_number),
             "id_hash": id_hash(id_number),
             "id_masked": mask_id_number(id_number),
             "id_number_enc": cipher().encrypt(id_number),
@@ -84,7 +89,7 @@ class Feed:
 
     async def separate(self, id_number: str, enrolment_id: str, last_month: str, credit_code: str = CC) -> None:
         await self.apply("registration", reg.PERSON_SEPARATED, reg.PersonSeparated(
-            person_id=f"P-{id_number[-8:]}", id_hash=id_hash(id_number), enrolment_id=enrolment_id,
+            person_id=person_uuid(id_number), id_hash=id_hash(id_number), enrolment_id=enrolment_id,
             employer_credit_code=credit_code, separation_date=date(int(last_month[:4]), int(last_month[5:]), 28),
             last_month=last_month,
         ))

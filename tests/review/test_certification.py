@@ -182,7 +182,7 @@ class TestStaffCertification:
         assert r.json()["code"] == "certified_on_invalid"
 
     async def test_unknown_person_is_404(self, svc):
-        r = await svc.client.post(self.URL.format("P-nobody"), json={"method": "home_visit", "evidence": "x"},
+        r = await svc.client.post(self.URL.format("00000000-0000-4000-8000-000000000000"), json={"method": "home_visit", "evidence": "x"},
                                   headers=svc.headers(staff("operator")))
         assert r.status_code == 404
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from services.review.events import ANNUAL_DECLARATION_APPROVED
 from services.review.models import AnnualDeclaration, DeclarationLine
 from tests.helpers import citizen, employer, make_id_number, name_of, staff
-from tests.review.conftest import CC, OTHER_CC, audits, many_id_numbers, outbox
+from tests.review.conftest import CC, OTHER_CC, audits, many_id_numbers, outbox, person_uuid
 
 BASE = "/review/v1/employers/{cc}/annual-declarations/{year}"
 A, B, C, D = (make_id_number("110105", "19900101", s) for s in ("011", "022", "033", "044"))
@@ -110,7 +110,7 @@ class TestPutLines:
         assert body["band"]["base_lower_fen"] == 695_700
         assert body["errors"] == []
         diff = body["differences"]
-        assert [(x["name"], x["person_id"]) for x in diff["not_declared"]] == [("王五", f"P-{C[-8:]}")]
+        assert [(x["name"], x["person_id"]) for x in diff["not_declared"]] == [("王五", person_uuid(C))]
         assert [(x["line"], x["name"]) for x in diff["not_registered"]] == [(3, "孙七")]
         assert [(x["line"], x["declared_name"], x["registered_name"]) for x in diff["name_differs"]] == [(2, "李思", "李四")]
         assert [(x["line"], x["new_base_fen"], x["below_band"]) for x in diff["outside_band"]] == [

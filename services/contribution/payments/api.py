@@ -12,7 +12,8 @@ from services.common.db import DbSession
 from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import AsciiInt
-from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
+from services.common.paths import IdPath
 from services.common.principal import Principal, require
 from services.contribution.payments import service
 from services.contribution.payments.certificate import CertificateData, CertificateLine, render_certificate
@@ -36,6 +37,11 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     502: {"description": "payment_platform_unavailable"},
 }
 
+# WeChat Pay reads its own failure shape, not a problem document.
+_WECHAT_FAIL = {"application/json": {"schema": {
+    "type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}, "required": ["code"],
+}}}
+
 
 async def _body(request: Request) -> bytes:
     """The request body, at most MAX_RAW + 1 bytes read (larger ones are refused by the handlers)."""
@@ -49,13 +55,19 @@ async def _body(request: Request) -> bytes:
 
 
 @router.post(
-    "/declarations/{declaration_id}/payments", status_code=201, response_model=PaymentOut,
+    "/declarations/{declaration_id:id}/payments", status_code=201, response_model=PaymentOut,
     response_model_exclude_none=True, responses=_PROBLEMS,
     summary="Open a payment of a declaration (Idempotency-Key required)",
+    # Read by run_idempotent (a missing key is 400 idempotency_key_required, not a 422).
+    openapi_extra={"parameters": [{
+        "name": "Idempotency-Key", "in": "header", "required": True,
+        "description": "the client's key for this payment attempt; a retry with the same key gets the same answer",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]+$"},
+    }]},
 )
 async def open_payment(
     request: Request, session: DbSession, principal: Payer, body: PaymentIn,
-    declaration_id: Annotated[str, Path(max_length=64)],
+    declaration_id: IdPath,
 ) -> Any:
     """Opens at most one payment per declaration for its total; answers Alipay's `trade_no` or WeChat Pay's
     `wx.requestPayment` parameters. An open payment on the same channel is answered again."""
@@ -72,7 +84,8 @@ async def open_payment(
 @router.post(
     "/notify/alipay", response_class=PlainTextResponse,
     summary="Alipay trade notification (signed form); answers `success` when handled",
-    responses={400: {"description": "`fail`: not verified or not acceptable; Alipay resends"}},
+    responses={400: {"description": "`fail`: not verified or not acceptable; Alipay resends",
+                     "content": {"text/plain": {"schema": {"type": "string", "enum": ["fail"]}}}}},
 )
 async def notify_alipay(request: Request, session: DbSession) -> Response:
     handled = await service.handle_alipay_notification(
@@ -84,8 +97,9 @@ async def notify_alipay(request: Request, session: DbSession) -> Response:
 @router.post(
     "/notify/wechatpay", status_code=204,
     summary="WeChat Pay notification (signed, encrypted JSON); 204 when handled",
-    responses={400: {"description": '{"code": "FAIL", "message": ...}'}, 401: {"description": "signature not verified"},
-               404: {"description": "unknown order"}},
+    responses={400: {"description": '{"code": "FAIL", "message": ...}', "content": _WECHAT_FAIL},
+               401: {"description": "signature not verified", "content": _WECHAT_FAIL},
+               404: {"description": "unknown order", "content": _WECHAT_FAIL}},
 )
 async def notify_wechatpay(request: Request, session: DbSession) -> Response:
     status, reason = await service.handle_wechat_notification(
@@ -98,13 +112,13 @@ async def notify_wechatpay(request: Request, session: DbSession) -> Response:
 
 
 @router.get(
-    "/me/payments/{payment_id}/certificate", response_class=Response,
+    "/me/payments/{payment_id:id}/certificate", response_class=Response,
     responses={200: {"content": {"application/pdf": {}}, "description": "the certificate (PDF)"},
                404: {"description": "payment_not_found"}, 409: {"description": "certificate_not_available"}},
     summary="Download the payment certificate (PDF in Chinese, with a verification code)",
 )
 async def certificate_pdf(
-    request: Request, session: DbSession, principal: Owner, payment_id: Annotated[str, Path(max_length=64)],
+    request: Request, session: DbSession, principal: Owner, payment_id: IdPath,
 ) -> Response:
     app = request.app
     cert, lines = await service.certificate_for_owner(
@@ -135,7 +149,7 @@ async def certificate_pdf(
 async def list_payments(
     session: DbSession, _staff: Operator, status: PaymentStatus | None = None, flagged: bool = False,
     limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorQuery = None,
 ) -> PaymentPage:
     rows, nxt = await service.list_payments(session=session, status=status, flagged=flagged, limit=limit, cursor=cursor)
     return PaymentPage(items=[service.staff_view(p) for p in rows], next_cursor=nxt)
@@ -146,5 +160,7 @@ async def list_payments(
     responses={404: {"description": "certificate_not_found (valid: false)"}},
     summary="Verify a payment certificate by its code (public)",
 )
-async def check_certificate(session: DbSession, code: Annotated[str, Path(max_length=64)]) -> CertificateCheck:
+async def check_certificate(
+    session: DbSession, code: Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the verification code printed on the certificate")],
+) -> CertificateCheck:
     return await service.check_certificate(session=session, code=code)
