@@ -3,6 +3,7 @@
 The process model: each process runs `<NAME>_WORKERS` uvicorn workers
 (`REGISTRATION_WORKERS`, `GATEWAY_WORKERS`, ...): an integer, or `auto` for the
 CPUs this process may run on. Unset means 1 (`make run`); the image sets `auto`.
+The sandbox always runs one (its trades live in memory).
 Several workers share the listening socket; everything that must be shared
 between them (and between replicas) lives outside the process: each service's
 database (event cursors and inboxes, the locks of scheduled jobs) and, for the
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.die_with_parent is not None:
         die_with_parent(args.die_with_parent)
     try:
-        workers = workers_for(args.name)
+        # The sandbox keeps its trades in memory: one process, whatever is set.
+        workers = 1 if args.name == "sandbox" else workers_for(args.name)
     except WorkersSettingError as exc:
         print(exc, file=sys.stderr)
         return 2
