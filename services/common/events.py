@@ -6,6 +6,15 @@ consumer polls each producer it subscribes to and applies a batch, its inbox row
 and its new cursor in one transaction: after a crash the batch is applied again,
 once.
 
+Several workers and replicas of a service consume the same feed into the same
+database. The batch's transaction first locks the consumer's cursor row (`SELECT
+... FOR UPDATE`; on SQLite the write transaction already excludes every other
+writer) and applies the batch only if the cursor is still the one the batch was
+fetched from: a worker that lost the race drops its copy of the batch and fetches
+again from the cursor the winner left. So workers take turns, a batch is never
+applied side by side (no duplicate-key errors, no wasted work), and the cursor
+never moves back. The HTTP fetch happens outside any transaction.
+
 Ordering: on PostgreSQL a row is served only when every transaction that started
 before it has finished (`txid < xmin` of the current snapshot), ordered by
 (txid, seq). A transaction that took seq 9 but commits after one that took seq 10
@@ -188,6 +197,7 @@ class FeedConsumer:
         # One batch at a time per process: the background loop and a request's
         # catch-up never apply the same batch side by side.
         self._lock = asyncio.Lock()
+        self._cursor_row_exists = False
 
     async def _fetch(self, cursor: str) -> FeedPage:
         if self._client is None:
@@ -205,18 +215,54 @@ class FeedConsumer:
             row = await session.get(ConsumerCursor, self.producer)
             return row.cursor if row else "0.0"
 
-    async def poll_once(self) -> int:
-        """Fetch one batch and apply it with the new cursor in one transaction; the count applied."""
-        async with self._lock:
-            return await self._apply_next_batch()
+    async def _ensure_cursor_row(self) -> None:
+        """The cursor row exists (at the start of the feed), so that workers can lock it."""
+        async with self.db.sessionmaker() as session, session.begin():
+            insert: Any
+            if session.get_bind().dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            await session.execute(
+                insert(ConsumerCursor)
+                .values(producer=self.producer, cursor="0.0", updated_at=datetime.now(UTC))
+                .on_conflict_do_nothing(index_elements=["producer"])
+            )
+        self._cursor_row_exists = True
 
-    async def _apply_next_batch(self) -> int:
+    # A worker that keeps losing the race to others lets them go on and polls again next round.
+    RACES_BEFORE_GIVING_WAY = 5
+
+    async def poll_once(self) -> int:
+        """Fetch one batch and apply it with the new cursor in one transaction; the count applied.
+
+        When another worker applied the batch first, fetch again from where it left the cursor.
+        """
+        async with self._lock:
+            if not self._cursor_row_exists:
+                await self._ensure_cursor_row()
+            for _ in range(self.RACES_BEFORE_GIVING_WAY):
+                applied = await self._apply_next_batch()
+                if applied is not None:
+                    return applied
+            return 0
+
+    async def _apply_next_batch(self) -> int | None:
+        """The count applied; None when another worker moved the cursor meanwhile (nothing done)."""
         cursor = await self.current_cursor()
         page = await self._fetch(cursor)
         if not page.items:
             return 0
         applied = 0
         async with self.db.sessionmaker() as session, session.begin():
+            # Workers and replicas take turns here; the loser finds the cursor moved and drops its batch.
+            locked = (
+                await session.execute(
+                    select(ConsumerCursor).where(ConsumerCursor.producer == self.producer).with_for_update()
+                )
+            ).scalar_one_or_none()
+            if (locked.cursor if locked is not None else "0.0") != cursor:
+                return None
             for ev in page.items:
                 if await session.get(InboxEvent, ev.id) is not None:
                     continue
@@ -226,12 +272,11 @@ class FeedConsumer:
                     applied += 1
                 session.add(InboxEvent(event_id=ev.id, producer=self.producer, type=ev.type, applied_at=datetime.now(UTC)))
                 await session.flush()
-            row = await session.get(ConsumerCursor, self.producer)
-            if row is None:
+            if locked is None:
                 session.add(ConsumerCursor(producer=self.producer, cursor=page.next_cursor, updated_at=datetime.now(UTC)))
             else:
-                row.cursor = page.next_cursor
-                row.updated_at = datetime.now(UTC)
+                locked.cursor = page.next_cursor
+                locked.updated_at = datetime.now(UTC)
         return applied
 
     async def drain(self, max_batches: int = 1000) -> int:

@@ -41,3 +41,44 @@ async def test_a_busy_pass_is_followed_at_once_not_after_the_interval() -> None:
     job = periodic("expiry", one_pass, lambda app: 3600, again_at_once_when_busy=True)
     await asyncio.wait_for(job(None, stop), timeout=30)  # type: ignore[arg-type]
     assert backlog == []
+
+
+async def test_workers_on_one_database_take_turns(make_db_url: Any) -> None:
+    """Two workers (or replicas) of a service: one pass at a time, and every pass still happens."""
+    from types import SimpleNamespace
+
+    from services.common.db import Database
+
+    url = make_db_url("card")
+    workers = [SimpleNamespace(state=SimpleNamespace(db=Database(url))) for _ in range(2)]
+    stop = asyncio.Event()
+    running: list[int] = []
+    overlaps: list[int] = []
+    passes: list[int] = []
+
+    def one_pass_of(worker: int) -> Any:
+        async def one_pass(app: Any) -> int:
+            running.append(worker)
+            if len(running) > 1:
+                overlaps.append(len(running))
+            try:
+                await asyncio.sleep(0.02)  # a pass takes a while: the other worker's rounds come meanwhile
+                passes.append(worker)
+                if len(passes) == 1:
+                    raise RuntimeError("a failing pass gives its turn back")
+                if len(passes) >= 12:
+                    stop.set()
+                return 1
+            finally:
+                running.remove(worker)
+
+        return one_pass
+
+    try:
+        jobs = [periodic("sweep", one_pass_of(i), lambda app: 0.005)(w, stop) for i, w in enumerate(workers)]  # type: ignore[arg-type]
+        await asyncio.wait_for(asyncio.gather(*jobs), timeout=60)
+    finally:
+        for w in workers:
+            await w.state.db.dispose()
+    assert overlaps == []
+    assert len(passes) >= 12
