@@ -31,7 +31,7 @@ from services.card.schemas import (
     VerificationOut,
 )
 from services.common.clock import Clock
-from services.common.db import DbSession
+from services.common.db import DbSession, DbWriteSession
 from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import AsciiInt, RegionCode
@@ -90,7 +90,8 @@ async def apply(request: Request, session: DbSession, principal: CitizenL2, body
 
 @router.get("/cards", response_model=CardPage, summary="Cards by status (staff, bank)", responses=REFUSALS)
 async def list_cards(
-    request: Request, session: DbSession, principal: StaffOrBank,
+    # DbWriteSession: temporary losses whose day has come are lifted first.
+    request: Request, session: DbWriteSession, principal: StaffOrBank,
     status: CardStatus = CardStatus.applied, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
 ) -> CardPage:
     """Cards in one state, oldest application first; `?status=applied` are the cards waiting to be made."""
@@ -98,7 +99,8 @@ async def list_cards(
 
 
 @router.get("/me/card", response_model=CardOut, summary="My card", responses={**REFUSALS, 404: {"description": "card_not_found"}})
-async def get_my_card(request: Request, session: DbSession, principal: CitizenL1) -> CardOut:
+async def get_my_card(request: Request, session: DbWriteSession, principal: CitizenL1) -> CardOut:
+    # A temporary loss lifts itself when read on its day: the read may write.
     """Status, masked card number, bank, initial-PIN flag and the e-card of the calling platform."""
     card = await service.my_card(session=session, principal=principal, clock=_clock(request))
     return await service.card_view(session=session, card=card, platform=principal.platform or principal.issuer)
@@ -109,7 +111,8 @@ async def get_my_card(request: Request, session: DbSession, principal: CitizenL1
     responses={**REFUSALS, 404: {"description": "card_not_found"}},
 )
 async def get_card(
-    request: Request, session: DbSession, principal: StaffOrBank, card_id: CardId, unmasked: bool = False,
+    # DbWriteSession: a lapsed temporary loss is lifted; the unmasked read is audited.
+    request: Request, session: DbWriteSession, principal: StaffOrBank, card_id: CardId, unmasked: bool = False,
 ) -> Any:
     """Masked by default; `?unmasked=true` shows the card number, id number and name to staff operators (audited)."""
     if unmasked and not principal.has_role("operator"):

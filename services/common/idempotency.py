@@ -31,6 +31,10 @@ from services.common.principal import optional_principal
 HEADER = "Idempotency-Key"
 TTL = timedelta(hours=24)
 _CLAIM = "socialsec.idempotency_claim"
+# A claim is committed before its answer only by an action in two transactions (opening a
+# payment commits before calling the platform); one still unanswered after this long was
+# left by a crash, and the key may be used again.
+IN_PROGRESS_LEASE = timedelta(minutes=5)
 
 
 class IdempotencyKeyRequired(DomainError):
@@ -144,6 +148,10 @@ async def claim_key(
             if existing.request_hash != fingerprint:
                 raise IdempotencyKeyReused() from None
             if existing.status_code is None:
+                if aware(existing.created_at) + IN_PROGRESS_LEASE <= now:  # its request never came back
+                    await session.execute(delete(IdempotencyKey).where(IdempotencyKey.id == existing.id))
+                    await session.flush()
+                    continue
                 raise IdempotencyInProgress() from None
             raise Replay(_replay(existing)) from None
         claim = Claim(session=session, row=row)

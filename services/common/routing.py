@@ -73,7 +73,9 @@ class ServiceRoute(APIRoute):
                     return response
             except idempotency.Replay as replay:
                 return replay.response
-            except BaseException:
+            except DomainError:
+                # A refusal is answered, not stored: a claim that a mid-route commit made
+                # durable is freed. An unexpected failure leaves it to its lease (as a crash would).
                 await idempotency.forget_committed_claim(request)
                 raise
             finally:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from services.common.clock import Clock
-from services.common.db import DbSession
+from services.common.db import DbSession, DbWriteSession
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import AsciiInt, CreditCode, RegionCode
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
@@ -170,7 +170,7 @@ async def me(session: DbSession, principal: CitizenL1) -> PersonProfile:
 async def get_person(
     person_id: PersonIdPath,
     request: Request,
-    session: DbSession,
+    session: DbWriteSession,  # the unmasked read is audited
     principal: Staff,
     unmasked: Annotated[bool, Query(description="show the full id number (operator or admin; audited)")] = False,
     reason: Annotated[str | None, Query(max_length=200, description="why the full id number is read")] = None,

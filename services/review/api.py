@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from services.common.audit import record_audit
-from services.common.db import DbSession
+from services.common.db import DbSession, DbWriteSession
 from services.common.errors import wants_english
 from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
@@ -187,7 +187,8 @@ async def run_sweep(request: Request, session: DbSession, principal: Operator) -
     responses={200: {"content": {"text/csv": {}}}, **_EMPLOYER_404},
 )
 async def roster(
-    request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
+    # DbWriteSession: the CSV export is audited.
+    request: Request, session: DbWriteSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
     limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: CursorQuery = None,

@@ -79,10 +79,17 @@ class TestOpenPaymentRefusals:
     async def test_platform_unavailable_leaves_nothing_open(self, world: PayWorld) -> None:
         decl = await world.declaration()
         platforms = world.svc.app.state.payment_platforms
+        sandbox = platforms._client
         platforms._client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(503)))
-        r = await world.open(decl)
+        r = await world.open(decl, key="try")
         assert r.status_code == 502 and r.json()["code"] == "payment_platform_unavailable"
-        assert await payments_of(world, decl) == []
+        # The payment committed before the call is closed: the declaration is free again.
+        [failed] = await payments_of(world, decl)
+        assert failed.status == "closed" and failed.open_declaration_id is None
+        # The same Idempotency-Key tries again once the platform is back.
+        platforms._client = sandbox
+        again = await world.open(decl, key="try")
+        assert again.status_code == 201 and again.json()["id"] != failed.id and again.json()["trade_no"]
 
 
 class TestOpenAlipay:

@@ -76,7 +76,7 @@ async def open_payment(
         session, request, scope=principal.actor_id, required=True, status_code=201,
         action=lambda: service.open_payment(
             session=session, platforms=platforms_of(app), declaration_id=declaration_id, principal=principal,
-            channel=body.channel, now=app.state.clock.now(),
+            channel=body.channel, clock=app.state.clock,
         ),
     )
 

@@ -8,6 +8,10 @@ class PaymentAlreadyOpen(DomainError):
     code = "payment_already_open"
     title_zh = "该申报已有一笔进行中的其他渠道支付，请完成或稍后再试"
     title_en = "Another payment of this declaration is open on another channel"
+    # Opening a payment commits before calling the platform: a refusal after that commit must
+    # commit too, so the Idempotency-Key claim is released (before it, nothing else is kept
+    # but the closing of a payment past its time).
+    keeps_changes = True
 
 
 class ChannelNotAvailable(DomainError):
@@ -27,6 +31,9 @@ class NothingToPay(DomainError):
 class PaymentPlatformUnavailable(DomainError):
     status = 502
     code = "payment_platform_unavailable"
+    # The payment committed before the platform call is closed with this refusal: that must
+    # commit too, and the Idempotency-Key claim is released, so the same key can try again.
+    keeps_changes = True
     title_zh = "支付平台暂不可用，请稍后再试"
     title_en = "The payment platform is unavailable, please try again later"
 

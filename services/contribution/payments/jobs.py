@@ -9,15 +9,18 @@ from fastapi import FastAPI
 
 from services.common.jobs import periodic
 from services.contribution.payments.platforms import platforms_of
-from services.contribution.payments.service import close_expired_payments
+from services.contribution.payments.service import close_expired_payments, pending_abandoned_before
 
 log = logging.getLogger("socialsec.contribution.payments")
 
 
 async def close_payments_once(app: FastAPI) -> int:
-    """One pass: close every open payment past its time."""
+    """One pass: close every open payment past its time, and those a crash left waiting for the platform's answer."""
+    now = app.state.clock.now()
     async with app.state.db.sessionmaker() as session, session.begin():
-        return await close_expired_payments(session=session, now=app.state.clock.now())
+        return await close_expired_payments(
+            session=session, now=now, pending_before=pending_abandoned_before(platforms_of(app), now),
+        )
 
 
 async def payment_closer(app: FastAPI, stop: asyncio.Event) -> None:

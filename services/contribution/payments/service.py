@@ -8,12 +8,14 @@ unique constraint keeps one open payment per declaration.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import secrets
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,7 +24,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.clock import SHANGHAI, aware
+from services.common.clock import SHANGHAI, Clock, aware
 from services.common.context import request_id_var
 from services.common.models import AuditEntry
 from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
@@ -166,24 +168,99 @@ async def _open_payment_of(session: AsyncSession, declaration_id: str) -> Paymen
     return (await session.execute(stmt)).scalars().first()
 
 
+# Time left to a request that created a payment at the platform to record the answer, past the
+# platform call's own limit; a payment still unanswered then was left by a crash.
+PENDING_GRACE = timedelta(seconds=60)
+# How often a request waiting for another's platform call looks at the payment again.
+WAIT_POLL_SECONDS = 0.1
+
+
+def is_pending(payment: Payment) -> bool:
+    """Open, committed, but the platform's answer (Alipay's trade_no, WeChat Pay's prepay_id) not recorded yet."""
+    return payment.status == PaymentStatus.open and payment.platform_trade_no is None and payment.prepay_id is None
+
+
+def pending_abandoned_before(platforms: PaymentPlatforms, now: datetime) -> datetime:
+    """A pending payment opened before this instant was left by a request that never came back."""
+    return now - timedelta(seconds=platforms.settings.platform_timeout_seconds) - PENDING_GRACE
+
+
+@dataclass
+class _Opening:
+    """What the first transaction of an opening decided: an answer, a payment to create, or one to wait for."""
+
+    answer: dict[str, Any] | None = None
+    created: Payment | None = None
+    wait_for: str | None = None
+
+
 async def _reuse_or_refuse(
     session: AsyncSession, platforms: PaymentPlatforms, existing: Payment, channel: PaymentChannel, now: datetime
-) -> dict[str, Any] | None:
-    """An open payment on the same channel is answered again; on another channel the caller must wait."""
-    if aware(existing.closes_at) <= now:
+) -> _Opening | None:
+    """An open payment on the same channel is answered again (once the platform has answered it); on another
+    channel the caller must wait. None when the payment was closed (past its time, or left by a crash)."""
+    if aware(existing.closes_at) <= now or (
+        is_pending(existing) and aware(existing.opened_at) <= pending_abandoned_before(platforms, now)
+    ):
         await _close(session, existing.id, now)
         return None
     if existing.channel == channel:
-        return payment_answer(platforms, existing, now)
+        if is_pending(existing):
+            return _Opening(wait_for=existing.id)
+        return _Opening(answer=payment_answer(platforms, existing, now))
     raise PaymentAlreadyOpen(params={"payment_id": existing.id, "channel": existing.channel,
                                      "closes_at": aware(existing.closes_at).isoformat()})
 
 
 async def open_payment(
     *, session: AsyncSession, platforms: PaymentPlatforms, declaration_id: str, principal: Principal,
-    channel: PaymentChannel, now: datetime,
+    channel: PaymentChannel, clock: Clock,
 ) -> dict[str, Any]:
-    """Open a payment of the declaration's total on a platform (at most one open per declaration)."""
+    """Open a payment of the declaration's total on a platform (at most one open per declaration).
+
+    No transaction stays open across the call to the platform: the pending payment is
+    committed first, with everything else the request's session holds (the caller's
+    Idempotency-Key claim), the platform is called outside any transaction, and its answer
+    is recorded in a second short transaction (the request's, committed when the route
+    returns). A refusal by the platform closes the payment, so the declaration is free
+    again, and answers `payment_platform_unavailable` (its `keeps_changes` commits the
+    closing and releases the key). A crash between the two leaves a pending payment that
+    the closing job closes (`close_expired_payments`).
+    """
+    now = clock.now()
+    opening = await _first_step(
+        session=session, platforms=platforms, declaration_id=declaration_id, principal=principal, channel=channel,
+        now=now,
+    )
+    if opening.answer is not None:
+        return opening.answer
+    await session.commit()
+    if opening.wait_for is not None:
+        return await _wait_for_opening(session=session, platforms=platforms, payment_id=opening.wait_for, clock=clock)
+    payment = opening.created
+    assert payment is not None
+    try:
+        trade_no, prepay_id = await _create_at_platform(platforms, payment, principal, channel, now)
+    except (alipay.AlipayError, wechatpay.WechatPayError, TimeoutError) as exc:
+        log.warning("payment platform refused %s order %s: %s", channel, payment.out_trade_no, exc)
+        await _close(session, payment.id, clock.now())
+        raise PaymentPlatformUnavailable(params={"channel": str(channel)}) from None
+    res = await session.execute(
+        update(Payment).where(Payment.id == payment.id, Payment.status == PaymentStatus.open)
+        .values(platform_trade_no=trade_no, prepay_id=prepay_id).execution_options(synchronize_session=False)
+    )
+    if _rowcount(res) != 1:
+        # Closed meanwhile (the answer came after the payment was given up as left by a crash).
+        log.warning("payment %s closed before the platform's answer was recorded", payment.id)
+        raise PaymentPlatformUnavailable(params={"channel": str(channel)})
+    return payment_answer(platforms, await _reload(session, payment.id), now)
+
+
+async def _first_step(
+    *, session: AsyncSession, platforms: PaymentPlatforms, declaration_id: str, principal: Principal,
+    channel: PaymentChannel, now: datetime,
+) -> _Opening:
+    """Check the declaration, answer an open payment again, or add a pending one (not committed)."""
     decl = await get_payable_declaration(
         session=session, declaration_id=declaration_id, principal=principal, today=now.astimezone(SHANGHAI).date()
     )
@@ -199,9 +276,9 @@ async def open_payment(
     _check_channel(principal, channel)
     existing = await _open_payment_of(session, decl.id)
     if existing is not None:
-        answer = await _reuse_or_refuse(session, platforms, existing, channel, now)
-        if answer is not None:
-            return answer
+        found = await _reuse_or_refuse(session, platforms, existing, channel, now)
+        if found is not None:
+            return found
     timeout = timedelta(minutes=platforms.settings.payment_timeout_minutes)
     if decl.expires_at is not None:
         timeout = min(timeout, aware(decl.expires_at) - now)
@@ -221,29 +298,50 @@ async def open_payment(
         existing = await _open_payment_of(session, decl.id)
         if existing is None:
             raise
-        answer = await _reuse_or_refuse(session, platforms, existing, channel, now)
-        if answer is None:
+        found = await _reuse_or_refuse(session, platforms, existing, channel, now)
+        if found is None:
             raise PaymentAlreadyOpen(params={"payment_id": existing.id}) from None
-        return answer
-    minutes = max(int(timeout.total_seconds() // 60), 1)
-    try:
+        return found
+    return _Opening(created=payment)
+
+
+async def _create_at_platform(
+    platforms: PaymentPlatforms, payment: Payment, principal: Principal, channel: PaymentChannel, now: datetime,
+) -> tuple[str | None, str | None]:
+    """The order at Alipay or WeChat Pay, within the platform timeout: (trade_no, prepay_id)."""
+    minutes = max(int((aware(payment.closes_at) - now).total_seconds() // 60), 1)
+    async with asyncio.timeout(platforms.settings.platform_timeout_seconds):
         if channel == PaymentChannel.alipay:
             created = await alipay.create_trade(
                 platforms.alipay, platforms.client, out_trade_no=payment.out_trade_no, amount_fen=payment.amount_fen,
                 subject=payment.subject, buyer_user_id=principal.sub, now=now, timeout_express=f"{minutes}m",
             )
-            payment.platform_trade_no = created.trade_no
-        else:
-            payment.prepay_id = await wechatpay.jsapi_prepay(
-                platforms.wechat, platforms.client, out_trade_no=payment.out_trade_no, amount_fen=payment.amount_fen,
-                description=payment.subject, openid=principal.sub, now=int(now.timestamp()),
-                time_expire=aware(payment.closes_at).astimezone(SHANGHAI).isoformat(timespec="seconds"),
-            )
-    except (alipay.AlipayError, wechatpay.WechatPayError) as exc:
-        log.warning("payment platform refused %s order %s: %s", channel, payment.out_trade_no, exc)
-        raise PaymentPlatformUnavailable(params={"channel": str(channel)}) from None
-    await session.flush()
-    return payment_answer(platforms, payment, now)
+            return created.trade_no, None
+        prepay_id = await wechatpay.jsapi_prepay(
+            platforms.wechat, platforms.client, out_trade_no=payment.out_trade_no, amount_fen=payment.amount_fen,
+            description=payment.subject, openid=principal.sub, now=int(now.timestamp()),
+            time_expire=aware(payment.closes_at).astimezone(SHANGHAI).isoformat(timespec="seconds"),
+        )
+        return None, prepay_id
+
+
+async def _wait_for_opening(
+    *, session: AsyncSession, platforms: PaymentPlatforms, payment_id: str, clock: Clock,
+) -> dict[str, Any]:
+    """Another request is creating this payment at the platform: its answer, once recorded (no transaction held)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + platforms.settings.platform_timeout_seconds + 5
+    while loop.time() < deadline:
+        await asyncio.sleep(WAIT_POLL_SECONDS)
+        payment = await _reload(session, payment_id)
+        await session.commit()  # a read: ends the transaction without expiring what the session holds
+        if not is_pending(payment):
+            if payment.status == PaymentStatus.open:
+                return payment_answer(platforms, payment, clock.now())
+            if payment.status == PaymentStatus.closed:
+                raise PaymentPlatformUnavailable(params={"channel": payment.channel})
+            break
+    raise PaymentAlreadyOpen(params={"payment_id": payment_id})
 
 
 # ---- crediting --------------------------------------------------------------------------------
@@ -487,10 +585,18 @@ async def handle_wechat_notification(
 # ---- closing ----------------------------------------------------------------------------------
 
 
-async def close_expired_payments(*, session: AsyncSession, now: datetime) -> int:
-    """Close open payments past their time, so the declaration can be paid again; how many closed."""
+async def close_expired_payments(*, session: AsyncSession, now: datetime, pending_before: datetime | None = None) -> int:
+    """Close open payments past their time, so the declaration can be paid again; how many closed.
+
+    With `pending_before`, also those still waiting for the platform's answer that were
+    opened before it: the request that opened them crashed between its two transactions.
+    """
+    due = Payment.closes_at <= now
+    if pending_before is not None:
+        due = or_(due, and_(Payment.opened_at <= pending_before, Payment.platform_trade_no.is_(None),
+                            Payment.prepay_id.is_(None)))
     res = await session.execute(
-        update(Payment).where(Payment.status == PaymentStatus.open, Payment.closes_at <= now)
+        update(Payment).where(Payment.status == PaymentStatus.open, due)
         .values(status=PaymentStatus.closed, open_declaration_id=None, closed_at=now)
         .execution_options(synchronize_session=False)
     )
