@@ -88,6 +88,27 @@ class Figures:
     p50_ms: float
     p90_ms: float
     p99_ms: float
+    service_cpu_us: float = 0.0  # CPU time the service spent per request (user + system)
+    proxy_cpu_us: float = 0.0  # the same for the proxy in between (nginx or the gateway)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (nginx's workers), from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 def ensure_tools() -> None:
@@ -110,19 +131,23 @@ def _which(exe: str) -> str | None:
     return shutil.which(exe) or shutil.which(exe, path="/usr/sbin:/sbin")
 
 
-def wrk(url: str, headers: dict[str, str], connections: int, seconds: float, script: Path) -> Figures:
-    """One closed-loop wrk run; latencies from wrk's own histogram."""
+def wrk(url: str, headers: dict[str, str], connections: int, seconds: float, script: Path,
+        service_pid: int, proxy_pid: int | None) -> Figures:
+    """One closed-loop wrk run; latencies from wrk's own histogram, CPU per request from /proc."""
     cmd = [_which("wrk") or "wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds:.0f}s",
            "--timeout", "10s", "-s", str(script)]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
+    service_cpu, proxy_cpu = cpu_seconds(service_pid), cpu_seconds(proxy_pid) if proxy_pid else 0.0
     out = subprocess.run([*cmd, url], check=True, capture_output=True, text=True).stdout
+    service_cpu, proxy_cpu = cpu_seconds(service_pid) - service_cpu, (cpu_seconds(proxy_pid) - proxy_cpu) if proxy_pid else 0.0
     m = re.search(r"^HOP (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+)$", out, re.M)
     if m is None:
         raise RuntimeError(f"wrk output not understood:\n{out}")
     requests, errors, duration_us = int(m[1]), int(m[2]), int(m[3])
+    per = 1e6 / max(requests, 1)
     return Figures(requests, errors, requests / (duration_us / 1e6), float(m[4]) / 1000, float(m[5]) / 1000,
-                   float(m[6]) / 1000)
+                   float(m[6]) / 1000, service_cpu * per, proxy_cpu * per)
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -190,19 +215,19 @@ def run_route(var: Path, keys: Path, db_url: str, target: str, path: str, args: 
         principal = encode_principal(prn, audience=SERVICE, private_key_pem=(keys / "gateway-signing.pem").read_text(),
                                      ttl=7200)
         ways = {
-            "direct": (f"http://127.0.0.1:{service_port}{path}", {"X-Principal": principal}),
-            "nginx": (f"http://127.0.0.1:{nginx_port}{path}", {"X-Principal": principal}),
-            "gateway": (f"http://127.0.0.1:{gateway_port}{path}", {"Authorization": f"Bearer {token}"}),
+            "direct": (f"http://127.0.0.1:{service_port}{path}", {"X-Principal": principal}, None),
+            "nginx": (f"http://127.0.0.1:{nginx_port}{path}", {"X-Principal": principal}, procs[2].pid),
+            "gateway": (f"http://127.0.0.1:{gateway_port}{path}", {"Authorization": f"Bearer {token}"}, procs[1].pid),
         }
-        for url, headers in ways.values():
+        for url, headers, _ in ways.values():
             warm(url, headers)
         out: dict[tuple[str, int], Figures] = {}
         for connections in args.connections:
             # Rounds interleave the three ways, so a burst of other work on the machine hits them alike;
             # each way keeps its best round (outside load only ever slows a server down).
             for _ in range(args.rounds):
-                for way, (url, headers) in ways.items():
-                    f = wrk(url, headers, connections, args.seconds, script)
+                for way, (url, headers, proxy_pid) in ways.items():
+                    f = wrk(url, headers, connections, args.seconds, script, procs[0].pid, proxy_pid)
                     best = out.get((way, connections))
                     if best is None or f.rps > best.rps:
                         out[(way, connections)] = f
@@ -301,11 +326,13 @@ def report(results: list[tuple[str, str, str, dict[tuple[str, int], Figures]]], 
           f"load average {load:.1f} at the end)")
     for label, _key, path, figures in results:
         print(f"\n{label}: GET {path}")
-        print(f"  {'conn':>4} {'way':8}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}")
+        print(f"  {'conn':>4} {'way':8}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+              f"{'CPU us/req: service':>21}{'proxy':>7}")
         for c in args.connections:
             for way in ("direct", "nginx", "gateway"):
                 f = figures[(way, c)]
-                print(f"  {c:>4} {way:8}{f.requests:>10}{f.errors:>8}{f.rps:>10.0f}{f.p50_ms:>9.2f}{f.p90_ms:>9.2f}{f.p99_ms:>9.2f}")
+                print(f"  {c:>4} {way:8}{f.requests:>10}{f.errors:>8}{f.rps:>10.0f}{f.p50_ms:>9.2f}{f.p90_ms:>9.2f}{f.p99_ms:>9.2f}"
+                      f"{f.service_cpu_us:>21.0f}{f.proxy_cpu_us:>7.0f}")
         for c in args.connections:
             d, n, g = figures[("direct", c)], figures[("nginx", c)], figures[("gateway", c)]
             print(f"  {c:>2} conn: gateway/direct throughput {g.rps / d.rps:.2f}, nginx/direct {n.rps / d.rps:.2f}; "
