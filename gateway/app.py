@@ -213,7 +213,7 @@ def create_app(
     forwarder = Forwarder(
         upstreams=upstreams, upstream=upstream, registry=lambda: registry, signing_key=signing_key,
         limits=limits, metrics=metrics, now=now, timeout=timeout, max_body_bytes=settings.max_body_bytes,
-        trusted_proxies=settings.trusted_proxy_networks(),
+        client_body_timeout=settings.client_body_timeout_seconds, trusted_proxies=settings.trusted_proxy_networks(),
     )
     app: ASGIApp = GatewayRouter(public, forwarder)
     origins = settings.cors_origin_list()

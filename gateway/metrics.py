@@ -34,6 +34,10 @@ class GatewayMetrics:
             "gateway_rate_limited", "Requests refused by a rate limit, by scope (principal, address)",
             ["scope"], registry=self.registry,
         )
+        self.client_timeouts = Counter(
+            "gateway_client_body_timeouts", "Requests answered 408: the client's body did not arrive in time",
+            registry=self.registry,
+        )
         self.jwks_fetches = Counter(
             "gateway_jwks_loads", "Issuer key sets loaded, by issuer", ["issuer"], registry=self.registry,
         )

@@ -21,6 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway.errors import (
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     RouteNotFound,
     TokenError,
     UpstreamTimeout,
@@ -70,6 +71,7 @@ class Forwarder:
     now: Callable[[], float]
     timeout: float
     max_body_bytes: int
+    client_body_timeout: float
     trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, service: str) -> None:
@@ -142,9 +144,9 @@ class Forwarder:
             out.append((b"x-principal", signed.encode()))
         body = b""
         if (length is not None and length > 0) or chunked:
-            # Read whole (at most GATEWAY_MAX_BODY_BYTES) before a service is contacted: a slow client
-            # never holds a service's connection, and the upstream timeout counts from when the request
-            # has been sent.
+            # Read whole (at most GATEWAY_MAX_BODY_BYTES) before a service is contacted: a slow client is
+            # the gateway's to answer (408), never holds a service's connection, and the upstream
+            # timeout counts from when the request has been sent.
             body = await self._body(receive)
 
         try:
@@ -173,21 +175,26 @@ class Forwarder:
             await response.release()
 
     async def _body(self, receive: Receive) -> bytes:
-        """The client's whole body, within the size limit."""
+        """The client's whole body, within the client body deadline and the size limit."""
         chunks: list[bytes] = []
         received = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected()
-            chunk = message.get("body", b"")
-            received += len(chunk)
-            if received > self.max_body_bytes:
-                raise PayloadTooLarge(params={"max_bytes": self.max_body_bytes})
-            if chunk:
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.client_body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientDisconnected()
+                    chunk = message.get("body", b"")
+                    received += len(chunk)
+                    if received > self.max_body_bytes:
+                        raise PayloadTooLarge(params={"max_bytes": self.max_body_bytes})
+                    if chunk:
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError as exc:
+            self.metrics.client_timeouts.inc()
+            raise RequestTimeout() from exc
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def client_address(self, scope: Scope) -> tuple[str, str]:
