@@ -33,6 +33,7 @@ from gateway.openapi import OpenApiSource
 from gateway.proxy import Forwarder
 from gateway.ratelimit import RateLimits
 from gateway.settings import GatewaySettings
+from gateway.upstream import HttpxUpstream, LeanUpstream, Upstream
 from services.common.clock import Clock
 from services.common.errors import install_error_handlers, problem_response, render_domain_error
 from services.common.logging import configure_logging
@@ -100,6 +101,12 @@ def create_app(
         limits=httpx.Limits(max_connections=settings.upstream_max_connections, max_keepalive_connections=100),
         follow_redirects=False,
     )
+    # Forwarding goes through the lean client; httpx stays for the gateway's own calls (readiness, OpenAPI)
+    # and stands in for it when a transport is given (services in-process).
+    upstream: Upstream = (
+        HttpxUpstream(upstreams, upstream_http) if upstream_transport is not None
+        else LeanUpstream(upstreams, max_connections=settings.upstream_max_connections, connect_timeout=min(timeout, 5.0))
+    )
     jwks_http = httpx.AsyncClient(transport=jwks_transport, timeout=httpx.Timeout(5.0), follow_redirects=False)
     registry = IssuerRegistry(
         states, http=jwks_http, now=now, refresh_interval=settings.jwks_refresh_seconds,
@@ -139,6 +146,7 @@ def create_app(
             if hup:
                 with suppress(Exception):
                     loop.remove_signal_handler(signal.SIGHUP)
+            await upstream.aclose()
             await upstream_http.aclose()
             await jwks_http.aclose()
 
@@ -203,9 +211,9 @@ def create_app(
     public.include_router(docs_router())
 
     forwarder = Forwarder(
-        upstreams=upstreams, http=upstream_http, registry=lambda: registry, signing_key=signing_key,
+        upstreams=upstreams, upstream=upstream, registry=lambda: registry, signing_key=signing_key,
         limits=limits, metrics=metrics, now=now, timeout=timeout, max_body_bytes=settings.max_body_bytes,
-        trusted_proxies=settings.trusted_proxy_networks(),
+        client_body_timeout=settings.client_body_timeout_seconds, trusted_proxies=settings.trusted_proxy_networks(),
     )
     app: ASGIApp = GatewayRouter(public, forwarder)
     origins = settings.cors_origin_list()

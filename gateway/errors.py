@@ -110,6 +110,18 @@ class PayloadTooLarge(DomainError):
     title_en = "Payload too large"
 
 
+class RequestTimeout(DomainError):
+    status = 408
+    code = "request_timeout"
+    title_zh = "请求发送超时，请重试"
+    title_en = "The request body did not arrive in time"
+    # The client's doing, not a service's: answered by the gateway before any service is contacted.
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("headers", {"Connection": "close"})  # the rest of the body may still be on its way
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
 class RateLimited(DomainError):
     status = 429
     code = "rate_limited"

@@ -121,32 +121,61 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+@dataclass
+class Verified:
+    """A verified token: its principal, how long the verification stands, the token's own `exp`,
+    and the X-Principal already signed from it per target service (with the instant each stops being used)."""
+
+    principal: dict[str, Any]
+    until: float
+    exp: float
+    signed: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    def signed_for(self, service: str, now: float) -> str | None:
+        """The principal signed for `service`, while it may still be used (never at or past the token's exp)."""
+        hit = self.signed.get(service)
+        if hit is None or now >= hit[0] or now >= self.exp:
+            return None
+        return hit[1]
+
+    def keep_signed(self, service: str, signed: str, *, until: float) -> None:
+        """Reuse `signed` for `service` until `until`, and in no case at or past the token's exp."""
+        self.signed[service] = (min(until, self.exp), signed)
+
+
 class VerifiedTokens:
     """Tokens already verified, with their principal, until they expire (at most `ttl` seconds).
 
     Keyed by a SHA-256 of the exact token text, so any altered byte is verified afresh. Cleared when
-    the issuers or their keys change; bounded in size (oldest first out).
+    the issuers or their keys change; bounded in size (oldest first out). The X-Principal signed
+    from a token lives in the same entry, so it is forgotten with the verification.
     """
 
     def __init__(self, max_entries: int = 10_000, ttl: float = 60.0) -> None:
         self.max_entries = max_entries
         self.ttl = ttl
-        self.entries: OrderedDict[bytes, tuple[float, dict[str, Any]]] = OrderedDict()
+        self.entries: OrderedDict[bytes, Verified] = OrderedDict()
 
-    def get(self, token: str, now: float) -> dict[str, Any] | None:
+    def entry(self, token: str, now: float) -> Verified | None:
         key = _digest(token)
         hit = self.entries.get(key)
         if hit is None:
             return None
-        if now >= hit[0]:
+        if now >= hit.until:
             self.entries.pop(key, None)
             return None
-        return hit[1]
+        return hit
 
-    def put(self, token: str, principal: dict[str, Any], *, until: float, now: float) -> None:
-        self.entries[_digest(token)] = (min(until, now + self.ttl), principal)
+    def get(self, token: str, now: float) -> dict[str, Any] | None:
+        hit = self.entry(token, now)
+        return hit.principal if hit is not None else None
+
+    def put(self, token: str, principal: dict[str, Any], *, until: float, now: float, exp: float | None = None) -> Verified:
+        entry = Verified(principal, min(until, now + self.ttl), exp if exp is not None else until)
+        self.entries[_digest(token)] = entry
         while len(self.entries) > self.max_entries:
             self.entries.popitem(last=False)
+        return entry
 
     def clear(self) -> None:
         self.entries.clear()

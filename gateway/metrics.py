@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 
@@ -22,7 +24,7 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.upstream_errors = Counter(
-            "gateway_upstream_errors", "Upstream failures, by service and kind (unavailable, timeout)",
+            "gateway_upstream_errors", "Upstream failures, by service and kind (unavailable, timeout, broken mid-answer)",
             ["service", "kind"], registry=self.registry,
         )
         self.token_failures = Counter(
@@ -32,9 +34,29 @@ class GatewayMetrics:
             "gateway_rate_limited", "Requests refused by a rate limit, by scope (principal, address)",
             ["scope"], registry=self.registry,
         )
+        self.client_timeouts = Counter(
+            "gateway_client_body_timeouts", "Requests answered 408: the client's body did not arrive in time",
+            registry=self.registry,
+        )
         self.jwks_fetches = Counter(
             "gateway_jwks_loads", "Issuer key sets loaded, by issuer", ["issuer"], registry=self.registry,
         )
+
+        # Labelled children looked up once: `labels()` validates and locks on every call.
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._latency: dict[str, Any] = {}
+
+    def answered(self, service: str, method: str, status: int, seconds: float) -> None:
+        """Count one forwarded request and its time to answer."""
+        key = (service, method, status)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self.requests.labels(service, method, str(status))
+        counter.inc()
+        histogram = self._latency.get(service)
+        if histogram is None:
+            histogram = self._latency[service] = self.latency.labels(service)
+        histogram.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,7 +1,8 @@
-"""Forwarding: authenticate, limit, sign the principal, stream the request and the answer.
+"""Forwarding: authenticate, limit, sign the principal, send the request on and stream the answer.
 
-Plain ASGI: the gateway never buffers a body it does not have to, and its errors are
-the kernel's problem+json documents.
+Plain ASGI. A request body (at most GATEWAY_MAX_BODY_BYTES) is read whole within the client's
+body deadline before the service is contacted; the answer is streamed back. Errors are the
+kernel's problem+json documents.
 """
 
 from __future__ import annotations
@@ -10,17 +11,17 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.errors import (
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     RouteNotFound,
     TokenError,
     UpstreamTimeout,
@@ -29,10 +30,11 @@ from gateway.errors import (
 from gateway.issuers import IssuerRegistry
 from gateway.metrics import GatewayMetrics
 from gateway.ratelimit import RateLimits
-from gateway.tokens import authenticate, bearer_token
+from gateway.tokens import bearer_token, verify_token
+from gateway.upstream import Upstream, UpstreamError
 from services.common.context import request_id_var
 from services.common.errors import DomainError, MalformedBody, render_domain_error
-from services.common.principal import encode_principal
+from services.common.principal import PRINCIPAL_TTL_SECONDS, encode_principal
 
 log = logging.getLogger("socialsec.gateway")
 
@@ -47,12 +49,9 @@ DROPPED_REQUEST = HOP_BY_HOP | {
 }
 # The gateway's own server adds these (and the request id middleware adds X-Request-ID).
 DROPPED_RESPONSE = HOP_BY_HOP | {b"x-request-id", b"date", b"server"}
-BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
-HTTPX_DEFAULT_HEADERS = ("accept", "accept-encoding", "user-agent")
-
-
-class BodyTooLarge(Exception):
-    """The client's body went past the limit while streaming."""
+# A signed principal is reused while it has at least this much of its lifetime left (and never at or past
+# the token's exp), so a service always receives one with time to spare for its own checks.
+PRINCIPAL_REUSE_MARGIN_SECONDS = 20
 
 
 class ClientDisconnected(Exception):
@@ -64,7 +63,7 @@ class Forwarder:
     """Everything a forwarded request needs."""
 
     upstreams: dict[str, str]
-    http: httpx.AsyncClient
+    upstream: Upstream
     registry: Callable[[], IssuerRegistry]
     signing_key: Any
     limits: RateLimits
@@ -72,6 +71,7 @@ class Forwarder:
     now: Callable[[], float]
     timeout: float
     max_body_bytes: int
+    client_body_timeout: float
     trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, service: str) -> None:
@@ -92,8 +92,7 @@ class Forwarder:
                 self.metrics.token_failures.labels(exc.code).inc()
             await render_domain_error(Request(scope), exc)(scope, receive, tracked_send)
         finally:
-            self.metrics.requests.labels(service, scope["method"], str(status["code"])).inc()
-            self.metrics.latency.labels(service).observe(time.perf_counter() - started)
+            self.metrics.answered(service, scope["method"], status["code"], time.perf_counter() - started)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, service: str) -> None:
         path: str = scope["path"]
@@ -108,18 +107,25 @@ class Forwarder:
 
         authorization = _header(headers, b"authorization")
         token = bearer_token(authorization)
-        principal = None
+        signed: str | None = None
         if token is not None:
-            principal = await authenticate(token, registry=self.registry(), now=self.now())
+            now = self.now()
+            verified = await verify_token(token, registry=self.registry(), now=now)
+            principal = verified.principal
             retry = await self.limits.check("principal", f"{principal['issuer']}:{principal['sub']}")
             if retry is not None:
                 self.metrics.rate_limited.labels("principal").inc()
                 raise RateLimited(headers={"Retry-After": str(retry)}, params={"retry_after": retry})
+            signed = verified.signed_for(service, now)
+            if signed is None:
+                issued = int(now)
+                signed = encode_principal(principal, audience=service, private_key_pem=self.signing_key, now=issued)
+                verified.keep_signed(service, signed, until=issued + PRINCIPAL_TTL_SECONDS - PRINCIPAL_REUSE_MARGIN_SECONDS)
 
         length_header = _header(headers, b"content-length")
         length: int | None = None
         if length_header is not None:
-            if not length_header.isdigit():
+            if not (length_header.isascii() and length_header.isdigit()):
                 raise MalformedBody(detail_en="invalid Content-Length", detail_zh="Content-Length 无效")
             length = int(length_header)
             if length > self.max_body_bytes:
@@ -134,74 +140,62 @@ class Forwarder:
         host = _header(headers, b"host")
         if host:
             out.append((b"x-forwarded-host", host.encode("latin-1")))
-        if principal is not None:
-            signed = encode_principal(principal, audience=service, private_key_pem=self.signing_key, request_id=rid, now=self.now())
+        if signed is not None:
             out.append((b"x-principal", signed.encode()))
-        content: AsyncIterator[bytes] | None = None
-        if length is not None and length > 0:
-            out.append((b"content-length", str(length).encode()))
-            content = self._body(receive)
-        elif chunked or (length is None and scope["method"] not in BODYLESS):
-            content = self._body(receive)
+        body = b""
+        if (length is not None and length > 0) or chunked:
+            # Read whole (at most GATEWAY_MAX_BODY_BYTES) before a service is contacted: a slow client is
+            # the gateway's to answer (408), never holds a service's connection, and the upstream
+            # timeout counts from when the request has been sent.
+            body = await self._body(receive)
 
-        request = self.http.build_request(scope["method"], self._url(scope, service), headers=out, content=content)
-        sent = {k for k, _ in out}
-        for name in HTTPX_DEFAULT_HEADERS:
-            if name.encode() not in sent and name in request.headers:
-                del request.headers[name]
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self.http.send(request, stream=True)
-        except BodyTooLarge as exc:
-            raise PayloadTooLarge(params={"max_bytes": self.max_body_bytes}) from exc
-        except ClientDisconnected:
-            raise  # nobody left to answer; the upstream saw an incomplete body and drops it
-        except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+                response = await self.upstream.request(service, scope["method"].encode(), _target(scope), out, body)
+        except TimeoutError as exc:
             self.metrics.upstream_errors.labels(service, "timeout").inc()
             log.warning("upstream %s timed out", service)
             raise UpstreamTimeout(params={"service": service}) from exc
-        except httpx.TransportError as exc:
-            if _caused_by(exc, BodyTooLarge):
-                raise PayloadTooLarge(params={"max_bytes": self.max_body_bytes}) from exc
-            if _caused_by(exc, ClientDisconnected):
-                raise ClientDisconnected() from exc
+        except UpstreamError as exc:
             self.metrics.upstream_errors.labels(service, "unavailable").inc()
-            log.warning("upstream %s unavailable: %s", service, type(exc).__name__)
+            log.warning("upstream %s unavailable: %s", service, exc)
             raise UpstreamUnavailable(params={"service": service}, headers={"Retry-After": "1"}) from exc
         try:
-            answer = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in DROPPED_RESPONSE]
-            await send({"type": "http.response.start", "status": response.status_code, "headers": answer})
-            if response.is_stream_consumed:  # a transport that answered with the body already read
-                await send({"type": "http.response.body", "body": response.content, "more_body": False})
-                return
-            async for chunk in response.aiter_raw():
+            answer = [(k, v) for k, v in response.headers if k not in DROPPED_RESPONSE]
+            await send({"type": "http.response.start", "status": response.status, "headers": answer})
+            async for chunk in response.body(self.timeout):
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (TimeoutError, UpstreamError) as exc:
+            # Headers are out: nothing left but to cut the answer short (the client sees an incomplete body).
+            log.warning("upstream %s failed mid-answer: %s", service, type(exc).__name__)
+            self.metrics.upstream_errors.labels(service, "broken").inc()
         finally:
-            await response.aclose()
+            await response.release()
 
-    def _url(self, scope: Scope, service: str) -> str:
-        raw = scope.get("raw_path") or scope["path"].encode()
-        raw = raw.split(b"?", 1)[0]  # some servers put the query in raw_path
-        url = self.upstreams[service] + raw.decode("latin-1")
-        query = scope.get("query_string") or b""
-        return f"{url}?{query.decode('latin-1')}" if query else url
-
-    async def _body(self, receive: Receive) -> AsyncIterator[bytes]:
+    async def _body(self, receive: Receive) -> bytes:
+        """The client's whole body, within the client body deadline and the size limit."""
+        chunks: list[bytes] = []
         received = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected()
-            chunk = message.get("body", b"")
-            received += len(chunk)
-            if received > self.max_body_bytes:
-                raise BodyTooLarge()
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                return
+        try:
+            async with asyncio.timeout(self.client_body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientDisconnected()
+                    chunk = message.get("body", b"")
+                    received += len(chunk)
+                    if received > self.max_body_bytes:
+                        raise PayloadTooLarge(params={"max_bytes": self.max_body_bytes})
+                    if chunk:
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError as exc:
+            self.metrics.client_timeouts.inc()
+            raise RequestTimeout() from exc
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def client_address(self, scope: Scope) -> tuple[str, str]:
         """The client's address (for limits) and the X-Forwarded-For chain to pass on."""
@@ -224,15 +218,12 @@ class Forwarder:
         return any(ip in net for net in self.trusted_proxies)
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 10:
-        if isinstance(current, kind):
-            return True
-        current = current.__cause__ or current.__context__
-        seen += 1
-    return False
+def _target(scope: Scope) -> bytes:
+    """The request target as the client sent it: raw path and query, never re-encoded."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    raw = raw.split(b"?", 1)[0]  # some servers put the query in raw_path
+    query: bytes = scope.get("query_string") or b""
+    return raw + b"?" + query if query else raw
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:

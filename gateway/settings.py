@@ -32,6 +32,9 @@ class GatewaySettings(BaseSettings):
     review_url: str = "http://127.0.0.1:8004"
     upstream_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     upstream_max_connections: int = Field(default=200, gt=0)
+    # Time a client has to send its whole request body (408 request_timeout after); the upstream
+    # timeout only starts once the request has been sent on.
+    client_body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     rate_limit_storage: str = "memory://"
     rate_limit_per_principal: str = "1200/minute"
     rate_limit_per_address: str = "6000/minute"

@@ -33,7 +33,7 @@ from gateway.errors import (
     TokenNotYetValid,
     TokenTooLarge,
 )
-from gateway.issuers import EC_CURVE_OF, KEY_TYPE_OF, IssuerConfig, IssuerRegistry
+from gateway.issuers import EC_CURVE_OF, KEY_TYPE_OF, IssuerConfig, IssuerRegistry, Verified
 from services.common.identifiers import normalize_credit_code, normalize_id_number
 from services.common.principal import ChannelKind, PrincipalKind, StaffRole
 
@@ -54,17 +54,21 @@ def bearer_token(authorization: str | None) -> str | None:
 
 async def authenticate(token: str, *, registry: IssuerRegistry, now: float) -> dict[str, Any]:
     """Verify a platform token and return the normalized principal (our claim names)."""
+    return (await verify_token(token, registry=registry, now=now)).principal
+
+
+async def verify_token(token: str, *, registry: IssuerRegistry, now: float) -> Verified:
+    """Verify a platform token (or find it verified): its principal, token exp, and signed principals."""
     if len(token) > MAX_TOKEN_BYTES:
         raise TokenTooLarge()
-    cached = registry.verified.get(token, now)
+    cached = registry.verified.entry(token, now)
     if cached is not None:
         return cached
-    principal, valid_until = await _verify(token, registry=registry, now=now)
-    registry.verified.put(token, principal, until=valid_until, now=now)
-    return principal
+    principal, valid_until, exp = await _verify(token, registry=registry, now=now)
+    return registry.verified.put(token, principal, until=valid_until, now=now, exp=exp)
 
 
-async def _verify(token: str, *, registry: IssuerRegistry, now: float) -> tuple[dict[str, Any], float]:
+async def _verify(token: str, *, registry: IssuerRegistry, now: float) -> tuple[dict[str, Any], float, float]:
     if len(token) > MAX_TOKEN_BYTES:
         raise TokenTooLarge()
     if not _TOKEN_RE.match(token):
@@ -101,7 +105,8 @@ async def _verify(token: str, *, registry: IssuerRegistry, now: float) -> tuple[
     if not isinstance(claims, dict):
         raise TokenInvalid()
     _check_registered_claims(claims, cfg, now)
-    return normalize_principal(claims, cfg, now), float(claims["exp"]) + cfg.leeway_seconds
+    exp = float(claims["exp"])
+    return normalize_principal(claims, cfg, now), exp + cfg.leeway_seconds, exp
 
 
 def _construct_key(key_data: dict[str, Any], alg: str) -> Any:
@@ -170,7 +175,7 @@ def _integer(claims: dict[str, Any], cfg: IssuerConfig, ours: str) -> int | None
     value = claims.get(cfg.claim(ours))
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 12:
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 12:
         return int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise ClaimInvalid(params={"claim": ours})
@@ -266,4 +271,4 @@ def _require_for_kind(kind: PrincipalKind, prn: dict[str, Any]) -> None:
             raise ClaimMissing(params={"claim": name, "kind": kind.value})
 
 
-__all__ = ["MAX_TOKEN_BYTES", "TokenError", "authenticate", "bearer_token", "normalize_principal"]
+__all__ = ["MAX_TOKEN_BYTES", "TokenError", "authenticate", "bearer_token", "normalize_principal", "verify_token"]

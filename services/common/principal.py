@@ -168,7 +168,9 @@ def encode_principal(
     ttl: int = PRINCIPAL_TTL_SECONDS,
     kid: str | None = None,
 ) -> str:
-    """Sign a principal for one service (what the gateway does on every forward)."""
+    """Sign a principal for one service (the gateway signs one per verified token and service, and reuses it
+    for part of its lifetime; the request id travels in X-Request-ID, so `request_id` is only for callers
+    that want it bound into the signature)."""
     issued = int(now if now is not None else time.time())
     prn = principal.model_dump(mode="json", exclude_none=True) if isinstance(principal, Principal) else principal
     claims = {
@@ -176,9 +178,10 @@ def encode_principal(
         "aud": audience,
         "iat": issued,
         "exp": issued + ttl,
-        "rid": request_id,
         "prn": prn,
     }
+    if request_id is not None:
+        claims["rid"] = request_id
     headers = {"kid": kid} if kid else None
     return jwt.encode(claims, private_key_pem, algorithm="ES256", headers=headers)
 

@@ -4,7 +4,9 @@ fake upstream services that echo what they received, and token signers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from asgi_lifespan import LifespanManager
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -131,6 +134,35 @@ def upstream_app(up: Upstream) -> FastAPI:
     return app
 
 
+class QuietServer(uvicorn.Server):
+    """uvicorn inside the test's event loop, leaving the test runner's signal handlers alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+async def serve(app: Any) -> tuple[str, Any]:
+    """Serve an ASGI app on a free loopback port: (its base URL, a coroutine function that stops it)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = QuietServer(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
+                                        timeout_graceful_shutdown=1))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.005)
+
+    async def stop() -> None:
+        server.should_exit = True
+        await task
+        sock.close()
+
+    return f"http://127.0.0.1:{port}", stop
+
+
 class HostDispatch(httpx.AsyncBaseTransport):
     """Routes a request to the in-process app named by its host."""
 
@@ -178,10 +210,15 @@ class Gateway:
         return self.public.state.metrics.render().decode()
 
 
-@pytest.fixture
-async def make_gateway(tmp_path: Path) -> AsyncIterator[Any]:
-    """Build a gateway: `await make_gateway(issuers=..., jwks_transport=..., **settings)`."""
+@pytest.fixture(params=["sockets", "in-process"])
+async def make_gateway(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Build a gateway: `await make_gateway(issuers=..., jwks_transport=..., **settings)`.
+
+    Every gateway test runs twice: with the fake services behind real loopback sockets (the
+    gateway's own HTTP client, as in production) and in-process (an httpx transport).
+    """
     opened: list[tuple[LifespanManager, httpx.AsyncClient]] = []
+    stops: list[Any] = []
 
     async def make(
         *, issuers: dict[str, Any] | None = None, jwks_transport: httpx.AsyncBaseTransport | None = None,
@@ -191,11 +228,15 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[Any]:
         issuers_file = tmp_path / f"issuers-{len(opened)}.json"
         issuers_file.write_text(json.dumps(issuers or issuers_document(SANDBOX_URL)), encoding="utf-8")
         ups = {name: Upstream(name) for name in SERVICES}
-        if upstream_transport is None:
+        values: dict[str, Any] = {f"{n}_url": f"http://{n}" for n in SERVICES}
+        if upstream_transport is None and request.param == "sockets":
+            for n, u in ups.items():
+                values[f"{n}_url"], stop = await serve(upstream_app(u))
+                stops.append((u, stop))
+        elif upstream_transport is None:
             upstream_transport = HostDispatch({n: httpx.ASGITransport(app=upstream_app(u)) for n, u in ups.items()})
         if jwks_transport is None:
             jwks_transport = HostDispatch({"sandbox": httpx.ASGITransport(app=create_sandbox(SandboxSettings(keys_dir=KEYS)))})
-        values: dict[str, Any] = {f"{n}_url": f"http://{n}" for n in SERVICES}
         values.update(issuers_file=issuers_file, signing_key_file=KEYS / "gateway-signing.pem")
         values.update(overrides)
         settings = GatewaySettings(**values)
@@ -211,6 +252,9 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[Any]:
     for manager, client in reversed(opened):
         await client.aclose()
         await manager.__aexit__(None, None, None)
+    for up, stop in stops:
+        up.release.set()
+        await stop()
 
 
 @pytest.fixture

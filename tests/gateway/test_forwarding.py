@@ -8,7 +8,6 @@ import socket
 import subprocess
 import time
 
-import httpx
 import pytest
 
 from tests.gateway.conftest import bearer, sandbox_token
@@ -140,8 +139,7 @@ class TestBodies:
 
 class TestUpstreamFailures:
     async def test_upstream_down_is_503_within_the_timeout(self, make_gateway):
-        gw = await make_gateway(upstream_transport=httpx.AsyncHTTPTransport(),
-                                registration_url=f"http://127.0.0.1:{closed_port()}", upstream_timeout_seconds=2)
+        gw = await make_gateway(registration_url=f"http://127.0.0.1:{closed_port()}", upstream_timeout_seconds=2)
         started = time.monotonic()
         r = await gw.client.get("/registration/v1/me", headers=bearer(sandbox_token()))
         assert time.monotonic() - started < 2
@@ -228,3 +226,79 @@ class TestRedisStorage:
         gw = await make_gateway(rate_limit_storage=f"redis://127.0.0.1:{closed_port()}/0", rate_limit_per_address="1/minute")
         codes = [(await gw.client.get("/card/v1/me")).status_code for _ in range(3)]
         assert codes == [200, 200, 200]
+
+
+async def raw_exchange(base_url: str, head: bytes, pieces: list[tuple[float, bytes]]) -> tuple[int, dict[str, str], bytes]:
+    """Speak HTTP/1.1 to a real server: the head, then each body piece after its pause; read the answer."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        answer = asyncio.ensure_future(reader.readuntil(b"\r\n\r\n"))
+        for pause, piece in pieces:
+            done, _ = await asyncio.wait({answer}, timeout=pause)
+            if done:
+                break  # answered already (the gateway gave up on the body)
+            writer.write(piece)
+            await writer.drain()
+        head_bytes = await asyncio.wait_for(answer, timeout=30)
+        lines = head_bytes.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), timeout=30)
+        return status, headers, body
+    finally:
+        writer.close()
+
+
+class TestSlowClients:
+    """A client that stalls while sending its body is the gateway's to answer, not a service's."""
+
+    HEAD = (b"POST /contribution/v1/me/declarations HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n")
+
+    async def test_a_stalled_body_is_408_from_the_gateway(self, make_gateway):
+        from tests.gateway.conftest import serve
+
+        gw = await make_gateway(client_body_timeout_seconds=0.5, upstream_timeout_seconds=30)
+        url, stop = await serve(gw.app)
+        try:
+            for language, title in ((b"", "请求发送超时，请重试"), (b"Accept-Language: en\r\n", "The request body did not arrive in time")):
+                status, headers, body = await raw_exchange(
+                    url, self.HEAD + bearer_line() + language + b"\r\n", [(0, b'{"category'), (10, b"x" * 90)])
+                problem = json.loads(body)
+                assert status == 408, body
+                assert headers["content-type"].startswith("application/problem+json")
+                assert problem["code"] == "request_timeout" and problem["title"] == title
+                assert problem["request_id"] == headers["x-request-id"]
+                assert headers.get("connection") == "close"
+            assert not gw.upstreams["contribution"].seen  # the service never heard of it
+            assert "gateway_client_body_timeouts_total 2.0" in gw.metrics_text()
+            assert 'status="408"' in gw.metrics_text()
+        finally:
+            await stop()
+
+    async def test_the_upstream_timeout_starts_once_the_request_is_sent(self, make_gateway):
+        from tests.gateway.conftest import serve
+
+        # The body takes longer to arrive than the service is given to answer: still answered.
+        gw = await make_gateway(client_body_timeout_seconds=10, upstream_timeout_seconds=0.5)
+        url, stop = await serve(gw.app)
+        try:
+            body = b'{"category": "flexible", "pad": "' + b"p" * 65 + b'"}'
+            assert len(body) == 100
+            status, _, answer = await raw_exchange(
+                url, self.HEAD + bearer_line() + b"\r\n", [(0, body[:10]), (1.0, body[10:])])
+            assert status == 201, answer
+            assert json.loads(answer)["length"] == 100
+            assert gw.upstreams["contribution"].seen[-1]["body"].encode() == body
+        finally:
+            await stop()
+
+
+def bearer_line() -> bytes:
+    return f"Authorization: Bearer {sandbox_token()}\r\n".encode()

@@ -92,12 +92,17 @@ class TestOpenApi:
     async def test_an_upstream_down_is_marked_then_filled_in(self, gw):
         import httpx
 
-        from tests.gateway.conftest import HostDispatch, upstream_app
-
         source = gw.public.state.openapi
         working = source.http
-        apps = {n: httpx.ASGITransport(app=upstream_app(u)) for n, u in gw.upstreams.items() if n != "card"}
-        async with httpx.AsyncClient(transport=HostDispatch(apps)) as partial:
+        card_url = gw.public.state.settings.card_url
+
+        class CardDown(httpx.AsyncBaseTransport):
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                if str(request.url).startswith(card_url):
+                    raise httpx.ConnectError("card is down", request=request)
+                return await working._transport.handle_async_request(request)
+
+        async with httpx.AsyncClient(transport=CardDown()) as partial:
             source.http = partial
             doc = (await gw.client.get("/openapi.json")).json()
         assert doc["x-unavailable-services"] == ["card"]

@@ -91,14 +91,16 @@ class TestValidTokens:
                 assert prn[k] == v
 
     async def test_the_principal_is_signed_for_the_target_service_only(self, gw):
-        await gw.client.get("/contribution/v1/me", headers=bearer(sandbox_token()))
+        r = await gw.client.get("/contribution/v1/me", headers=bearer(sandbox_token()))
         token = gw.upstreams["contribution"].seen[-1]["headers"]["x-principal"]
         assert decode_principal(token, audience="contribution", public_key_pem=GATEWAY_PUBLIC).kind == "citizen"
         with pytest.raises(Exception):
             decode_principal(token, audience="card", public_key_pem=GATEWAY_PUBLIC)
         claims = jwt.get_unverified_claims(token)
         assert claims["exp"] - claims["iat"] == 60 and claims["iss"] == "socialsec-gateway"
-        assert claims["rid"] == gw.upstreams["contribution"].seen[-1]["headers"]["x-request-id"]
+        # The request id travels in X-Request-ID (the signed principal is reused across requests).
+        assert "rid" not in claims
+        assert gw.upstreams["contribution"].seen[-1]["headers"]["x-request-id"] == r.headers["x-request-id"]
 
     async def test_single_kind_issuer_needs_no_kind_claim(self, make_gateway):
         pem, kid = alipay_key()
@@ -233,6 +235,88 @@ class TestRefusedTokens:
     async def test_failures_are_counted_by_code(self, gw):
         await gw.client.get("/registration/v1/me", headers={"Authorization": "Bearer x.y.z"})
         assert 'gateway_token_failures_total{code="token_invalid"} 1.0' in gw.metrics_text()
+
+
+class TestSignedPrincipalCache:
+    """The X-Principal signed for a token and a service is reused for part of its life, never past the token's exp."""
+
+    @staticmethod
+    def seen_principal(gw: Any, service: str = "registration") -> tuple[str, dict[str, Any]]:
+        token = gw.upstreams[service].seen[-1]["headers"]["x-principal"]
+        return token, jwt.get_unverified_claims(token)
+
+    async def test_reused_per_token_and_service_with_a_request_id_each(self, gw):
+        await gw.registry.prefetch()
+        token = sandbox_token()
+        first = await gw.client.get("/registration/v1/me", headers=bearer(token))
+        signed, _ = self.seen_principal(gw)
+        second = await gw.client.get("/registration/v1/me", headers=bearer(token))
+        assert self.seen_principal(gw)[0] == signed
+        assert first.headers["x-request-id"] != second.headers["x-request-id"]
+        assert gw.upstreams["registration"].seen[-1]["headers"]["x-request-id"] == second.headers["x-request-id"]
+        await gw.client.get("/card/v1/me", headers=bearer(token))
+        card_signed, claims = self.seen_principal(gw, "card")
+        assert card_signed != signed and claims["aud"] == "card"
+        await gw.client.get("/registration/v1/me", headers=bearer(sandbox_token("sandbox-wechat")))
+        assert self.seen_principal(gw)[0] != signed
+
+    async def test_never_used_past_the_tokens_exp(self, make_gateway):
+        from datetime import UTC, datetime
+
+        from services.common.clock import FrozenClock
+
+        clock = FrozenClock(datetime.now(UTC))
+        gw = await make_gateway(clock=clock)
+        await gw.registry.prefetch()  # every issuer's keys in: a later key load would forget verified tokens
+        pem, kid = alipay_key()
+        t0 = int(clock.now().timestamp())
+        clock.set(datetime.fromtimestamp(t0, UTC))
+        token = sign(alipay_claims(iat=t0, exp=t0 + 30), pem, "RS256", kid)
+        assert (await gw.client.get("/registration/v1/me", headers=bearer(token))).status_code == 200
+        first, claims = self.seen_principal(gw)
+        assert claims["iat"] == t0
+        clock.advance(seconds=29)  # still before exp: the same signed principal
+        assert (await gw.client.get("/registration/v1/me", headers=bearer(token))).status_code == 200
+        assert self.seen_principal(gw)[0] == first
+        for later in (30, 31, 45):  # at and past exp, within the issuer's leeway: signed afresh every time
+            clock.set(datetime.fromtimestamp(t0 + later, UTC))
+            assert (await gw.client.get("/registration/v1/me", headers=bearer(token))).status_code == 200
+            signed, claims = self.seen_principal(gw)
+            assert signed != first and claims["iat"] == t0 + later
+            first = signed
+        clock.set(datetime.fromtimestamp(t0 + 30 + 61, UTC))  # past the leeway: refused, nothing forwarded
+        count = len(gw.upstreams["registration"].seen)
+        r = await gw.client.get("/registration/v1/me", headers=bearer(token))
+        assert r.status_code == 401 and r.json()["code"] == "token_expired"
+        assert len(gw.upstreams["registration"].seen) == count
+
+    async def test_renewed_before_its_own_lifetime_runs_out(self, make_gateway):
+        from datetime import UTC, datetime
+
+        from services.common.clock import FrozenClock
+
+        clock = FrozenClock(datetime.now(UTC))
+        gw = await make_gateway(clock=clock)
+        await gw.registry.prefetch()  # every issuer's keys in: a later key load would forget verified tokens
+        token = sandbox_token()
+        await gw.client.get("/registration/v1/me", headers=bearer(token))
+        first, claims = self.seen_principal(gw)
+        clock.advance(seconds=39)
+        await gw.client.get("/registration/v1/me", headers=bearer(token))
+        assert self.seen_principal(gw)[0] == first
+        clock.advance(seconds=2)  # 41 s: under 20 s of its 60 s left, a new one
+        await gw.client.get("/registration/v1/me", headers=bearer(token))
+        renewed, later = self.seen_principal(gw)
+        assert renewed != first and later["exp"] - claims["exp"] == 41
+
+    async def test_forgotten_when_the_issuers_are_reloaded(self, gw):
+        await gw.registry.prefetch()
+        token = sandbox_token()
+        await gw.client.get("/registration/v1/me", headers=bearer(token))
+        first, _ = self.seen_principal(gw)
+        assert gw.public.state.reload_issuers()
+        await gw.client.get("/registration/v1/me", headers=bearer(token))
+        assert self.seen_principal(gw)[0] != first
 
 
 class TestVerifiedTokenCache:
