@@ -19,7 +19,7 @@ class WebhookIn(BaseModel):
         "examples": [{"url": "https://hr.example.com/socialsec/webhook", "events": ["payment.succeeded"]}],
     })
 
-    url: str = Field(min_length=1, max_length=2048, description="https only; never a private or loopback address")
+    url: str = Field(min_length=1, max_length=8192, description="https only, at most 2048 characters; never a private or loopback address")
     events: list[str] | None = Field(default=None, max_length=10, description=EVENTS_DOC)
 
 
