@@ -21,7 +21,7 @@ from services.contribution.models import Declaration
 from services.contribution.payments.models import Payment
 from services.contribution.service import expire_due_declarations
 from services.contribution.webhooks.delivery import BACKOFF, WebhookRuntime, fan_out, send_due
-from services.contribution.webhooks.models import WebhookDelivery, WebhookEndpoint
+from services.contribution.webhooks.models import WebhookCursor, WebhookDelivery
 from tests.contribution.conftest import AGENCY, ALICE, NOW, UNIT, enrol_self, hire, pay, register_unit, rows
 from tests.helpers import agency, citizen, employer
 
@@ -119,10 +119,21 @@ async def deliveries(svc: Any) -> list[WebhookDelivery]:
 
 
 async def fan(svc: Any) -> int:
+    """Fan-out passes until every outbox row written so far is read (on PostgreSQL the feed may hold rows
+    back while any transaction on the server is open); how many events were read."""
+    async with svc.db.sessionmaker() as s:
+        last = (await s.execute(select(OutboxEvent.txid, OutboxEvent.seq)
+                                .order_by(OutboxEvent.txid.desc(), OutboxEvent.seq.desc()).limit(1))).first()
+    target = f"{last.txid}.{last.seq}" if last else "0.0"
     total = 0
-    while (n := await fan_out(db=svc.db, now=svc.clock.now())) > 0:
-        total += n
-    return total
+    for _ in range(600):
+        total += await fan_out(db=svc.db, now=svc.clock.now())
+        async with svc.db.sessionmaker() as s:
+            at = (await s.execute(select(WebhookCursor.cursor))).scalar_one()
+        if at == target:
+            return total
+        await asyncio.sleep(0.05)
+    raise AssertionError("the fan-out never caught up with the outbox")
 
 
 async def send(svc: Any) -> int:
