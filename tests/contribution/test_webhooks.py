@@ -19,6 +19,7 @@ from services.common.models import OutboxEvent
 from services.common.pii import id_hash, mask_id_number
 from services.contribution.models import Declaration
 from services.contribution.payments.models import Payment
+from services.contribution.payments.service import credit_payment
 from services.contribution.service import expire_due_declarations
 from services.contribution.webhooks.delivery import BACKOFF, WebhookRuntime, fan_out, send_due
 from services.contribution.webhooks.models import WebhookCursor, WebhookDelivery
@@ -410,6 +411,31 @@ class TestDeliveries:
         assert body["data"]["credit_code"] == UNIT and body["data"]["person_id_masked"] is None
         assert ALICE not in d.payload
 
+    async def test_refund_pending_goes_to_the_agency(self, hooks: Any) -> None:
+        await put(hooks, agency(AGENCY), events=["payment.refund_pending"])
+        decl = await agency_declaration(hooks)
+        await paid_with_certificate(hooks, decl)
+        # A second payment of the same declaration is credited later: the money must be refunded.
+        second = str(uuid.uuid4())
+        now = hooks.clock.now()
+        async with hooks.db.sessionmaker() as s, s.begin():
+            total = (await s.get(Declaration, decl)).total_fen
+            s.add(Payment(id=second, declaration_id=decl, open_declaration_id=decl, channel="wechat",
+                          out_trade_no=uuid.uuid4().hex[:32], amount_fen=total, status="open", subject="社会保险费",
+                          payer_ref="x", opened_by=f"agency:{AGENCY}", opened_at=now, closes_at=now + timedelta(minutes=30)))
+        async with hooks.db.sessionmaker() as s, s.begin():
+            outcome = await credit_payment(session=s, payment_id=second, platform_trade_no="T1", paid_amount_fen=total,
+                                           paid_at=now, now=now)
+        assert outcome == "refund_pending"
+        (ev,) = await rows(hooks, select(OutboxEvent).where(OutboxEvent.type == "contribution.payment.refund_pending.v1"))
+        assert (ev.data["payment_id"], ev.data["reason"], ev.data["amount_fen"]) == (second, "declaration_already_paid", total)
+        await fan(hooks)
+        (d,) = await deliveries(hooks)  # payment.succeeded is not subscribed
+        body = json.loads(d.payload)
+        assert (d.credit_code, body["type"]) == (AGENCY, "payment.refund_pending")
+        assert (body["data"]["payment_id"], body["data"]["channel"], body["data"]["amount_fen"]) == (second, "wechat", total)
+        assert body["data"]["person_id_masked"] == mask_id_number(ALICE) and ALICE not in d.payload
+
     async def test_a_citizens_own_payment_goes_to_no_unit(self, hooks: Any) -> None:
         await put(hooks, agency(AGENCY))
         await enrol_self(hooks, ALICE)
@@ -455,7 +481,9 @@ async def serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve())
-    while not server.started:
+    for _ in range(1000):
+        if server.started:
+            break
         await asyncio.sleep(0.01)
     return server, task, port
 
@@ -497,6 +525,52 @@ async def test_signatures_verify_with_both_secrets_during_a_rotation(local: Any)
             Webhook(old).verify(b3, {**h3, "webhook-timestamp": h3["webhook-timestamp"]})
         for _h, b in receiver.got:
             assert ALICE.encode() not in b
+    finally:
+        server.should_exit = True
+        await task
+
+
+def write_readme_receiver(folder: Any) -> None:
+    """The README's receiver example, written out as `receiver.py`."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if b.startswith("# receiver.py")]
+    (folder / "receiver.py").write_text(code, encoding="utf-8")
+
+
+async def test_the_readme_receiver_accepts_our_deliveries_and_refuses_forgeries(local: Any, tmp_path: Any,
+                                                                                 monkeypatch: Any) -> None:
+    """The receiver printed in README "For partners", run as it is, against the sender."""
+    import importlib.util
+
+    write_readme_receiver(tmp_path)
+    local.clock.set(datetime.now(UTC).replace(microsecond=0))
+    r = await put(local, agency(AGENCY), url="http://127.0.0.1:1/placeholder")
+    monkeypatch.setenv("WEBHOOK_SECRET", r.json()["secret"])
+    spec = importlib.util.spec_from_file_location("readme_receiver", tmp_path / "receiver.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    server, task, port = await serve(module.app)
+    try:
+        url = f"http://127.0.0.1:{port}/socialsec/webhook"
+        assert (await put(local, agency(AGENCY), url=url)).status_code == 200
+        await paid_with_certificate(local, await agency_declaration(local))
+        await fan(local)
+        assert await send(local) == 1
+        (d,) = await deliveries(local)
+        assert d.status == "succeeded" and d.last_status_code == 204
+        (event,) = module.handled
+        assert event["type"] == "payment.succeeded" and event["data"]["person_id_masked"] == mask_id_number(ALICE)
+        # A forged or altered body is refused by the receiver.
+        forged = d.payload.replace('"amount_fen":', '"amount_fen":1')
+        async with httpx.AsyncClient() as client:
+            r = await client.post(url, content=forged, headers={
+                "webhook-id": d.event_id, "webhook-timestamp": str(int(local.clock.now().timestamp())),
+                "webhook-signature": "v1,AAAA", "content-type": "application/json"})
+        assert r.status_code == 400 and len(module.handled) == 1
     finally:
         server.should_exit = True
         await task
