@@ -80,19 +80,27 @@ class WebhookRuntime:
     def __init__(self, settings: Settings, *, client: httpx.AsyncClient | None = None,
                  resolver: Resolver | None = None) -> None:
         self.settings = settings
-        self.client = client or httpx.AsyncClient(
-            timeout=settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False,
-        )
+        self._client = client
         self._own_client = client is None
         self.resolver: Resolver = resolver or system_resolver
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The sender's client, made on first use."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False,
+            )
+        return self._client
 
     @property
     def allow_insecure(self) -> bool:
         return self.settings.webhook_allow_insecure
 
     async def aclose(self) -> None:
-        if self._own_client:
-            await self.client.aclose()
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
 def runtime_of(app: Any) -> WebhookRuntime:
