@@ -391,6 +391,20 @@ class TestDeliveries:
         assert r.status_code == 200
         assert await send(hooks) == 1
 
+    async def test_a_receiver_that_does_not_answer_is_retried(self, hooks: Any) -> None:
+        def silent(request: httpx.Request) -> httpx.Response:
+            raise httpx.ReadTimeout("no answer", request=request)
+
+        install(hooks, transport=silent)
+        await put(hooks, agency(AGENCY))
+        await paid_with_certificate(hooks, await agency_declaration(hooks))
+        await fan(hooks)
+        assert await send(hooks) == 1
+        (d,) = await deliveries(hooks)
+        assert (d.status, d.attempts, d.last_error, d.last_status_code) == ("pending", 1, "timeout", None)
+        assert d.next_attempt_at == hooks.clock.now() + timedelta(seconds=5)
+        assert hooks.app.state.settings.webhook_timeout_seconds == 10
+
     async def test_declaration_expired_goes_to_the_employer(self, hooks: Any) -> None:
         await register_unit(hooks)
         await hire(hooks, ALICE, 1_000_000)
