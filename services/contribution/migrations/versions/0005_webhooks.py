@@ -1,7 +1,7 @@
 """webhooks: the units' endpoints, deliveries (one per event and endpoint), the outbox cursor
 
-Revision ID: 0004_webhooks
-Revises: 0003_payments
+Revision ID: 0005_webhooks
+Revises: 0004_regional_rules
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_webhooks"
-down_revision = "0003_payments"
+revision = "0005_webhooks"
+down_revision = "0004_regional_rules"
 branch_labels = None
 depends_on = None
 
