@@ -69,6 +69,7 @@ def stack_env(var_dir: Path, ports: Ports, host: str = "127.0.0.1", base: dict[s
     env.setdefault("CONTRIBUTION_WECHATPAY_NOTIFY_URL", f"{url['contribution']}/contribution/v1/notify/wechatpay")
     env.setdefault("CONTRIBUTION_CERTIFICATE_VERIFY_URL", f"{url['gateway']}/contribution/v1/certificates/")
     env.setdefault("SANDBOX_URL", url["sandbox"])
+    env.setdefault("CONTRIBUTION_WEBHOOK_ALLOW_INSECURE", "true")
     if not env.get("GATEWAY_ISSUERS_FILE"):
         env["GATEWAY_ISSUERS_FILE"] = str(var_dir / "issuers.json")
     return env

@@ -26,6 +26,7 @@ from services.common.clock import aware
 from services.common.db import DbSession
 from services.common.errors import DomainError
 from services.common.models import IdempotencyKey
+from services.common.pii import cipher
 from services.common.principal import optional_principal
 
 HEADER = "Idempotency-Key"
@@ -96,8 +97,23 @@ class Claim:
     answered: bool = False
 
 
+# Stored answers are encrypted with the PII key: an answer may hold what is shown once
+# (a webhook secret) or personal data, and must not sit readable in the table for 24 h.
+_SEALED = "enc:"
+
+
+def _seal(text: str) -> str:
+    return _SEALED + cipher().encrypt(text)
+
+
+def _unseal(stored: str | None) -> str:
+    if not stored:
+        return ""
+    return cipher().decrypt(stored[len(_SEALED):]) if stored.startswith(_SEALED) else stored
+
+
 def _replay(row: IdempotencyKey) -> Response:
-    body = (row.response_body or "").encode()
+    body = _unseal(row.response_body).encode()
     media = "application/json" if body else None
     resp = Response(body, status_code=row.status_code or 200, media_type=media)
     resp.headers["Idempotent-Replayed"] = "true"
@@ -176,7 +192,7 @@ async def record_answer(request: Request, response: Response) -> None:
         await release_claim(request)
         return
     claim.row.status_code = response.status_code
-    claim.row.response_body = bytes(body).decode("utf-8", errors="replace")
+    claim.row.response_body = _seal(bytes(body).decode("utf-8", errors="replace"))
     await claim.session.flush()
     claim.answered = True
 

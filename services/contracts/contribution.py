@@ -11,6 +11,8 @@ from services.contracts.enums import Category, PaidBy
 POLICY_PUBLISHED = "contribution.policy.published.v1"
 DECLARATION_PAID = "contribution.declaration.paid.v1"
 EMPLOYER_ASSESSED = "contribution.employer.assessed.v1"
+DECLARATION_EXPIRED = "contribution.declaration.expired.v1"
+PAYMENT_REFUND_PENDING = "contribution.payment.refund_pending.v1"
 
 
 class PolicyPublished(BaseModel):
@@ -47,3 +49,31 @@ class EmployerAssessed(BaseModel):
     month: str
     assessed_total_fen: int
     previous_total_fen: int
+
+
+class DeclarationExpired(BaseModel):
+    """An unpaid declaration passed its time: it can no longer be paid and its months are free again."""
+
+    declaration_id: str
+    source: str  # citizen, agency, employer, assessment
+    category: Category
+    region_code: str
+    months: list[str]
+    year: int | None = None  # residents' yearly grade
+    total_fen: int
+    expired_at: datetime
+    person_id_hash: str | None = None  # citizen and agency declarations
+    credit_code: str | None = None  # employer declarations and assessments
+    agency_credit_code: str | None = None  # declarations an agency made for a person
+
+
+class PaymentRefundPending(BaseModel):
+    """Money was taken for a payment that cannot be credited (declaration paid otherwise, cancelled,
+    or its months taken meanwhile): staff must refund it."""
+
+    payment_id: str
+    declaration_id: str
+    channel: str
+    amount_fen: int
+    reason: str  # why it could not be credited: paid_after_close, declaration_already_paid, ...
+    flagged_at: datetime

@@ -14,6 +14,8 @@ from services.contribution.payments.jobs import payment_closer
 from services.contribution.readmodel import REGISTRATION_HANDLERS, REVIEW_HANDLERS
 from services.contribution.service import expire_due_declarations
 from services.contribution.settings import Settings
+from services.contribution.webhooks.api import router as webhooks_router
+from services.contribution.webhooks.jobs import webhook_fan_out, webhook_sender
 
 log = logging.getLogger("socialsec.contribution")
 
@@ -38,9 +40,9 @@ def create_app(settings: Settings | None = None, common: CommonSettings | None =
         clock=clock,
         title="Contribution service",
         description="Policies, quotes, declarations, payments, records and certificates.",
-        routers=[router, payments_router],
+        routers=[router, payments_router, webhooks_router],
         consumers={"registration": REGISTRATION_HANDLERS, "review": REVIEW_HANDLERS},
-        background_jobs=[expire_declarations_job, payment_closer],
+        background_jobs=[expire_declarations_job, payment_closer, webhook_fan_out, webhook_sender],
     )
 
 

@@ -4,11 +4,15 @@
 
 from services.common.events import Outbox
 from services.contracts.contribution import (
+    DECLARATION_EXPIRED,
     DECLARATION_PAID,
     EMPLOYER_ASSESSED,
+    PAYMENT_REFUND_PENDING,
     POLICY_PUBLISHED,
+    DeclarationExpired,
     DeclarationPaid,
     EmployerAssessed,
+    PaymentRefundPending,
     PolicyPublished,
 )
 
@@ -19,7 +23,11 @@ __all__ = [
     "POLICY_PUBLISHED",
     "DECLARATION_PAID",
     "EMPLOYER_ASSESSED",
+    "DECLARATION_EXPIRED",
+    "PAYMENT_REFUND_PENDING",
     "PolicyPublished",
     "DeclarationPaid",
     "EmployerAssessed",
+    "DeclarationExpired",
+    "PaymentRefundPending",
 ]

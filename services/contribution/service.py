@@ -32,7 +32,13 @@ from services.contribution.errors import (
     NotEnrolled,
     PaymentInProgress,
 )
-from services.contribution.events import DECLARATION_PAID, OUTBOX, DeclarationPaid
+from services.contribution.events import (
+    DECLARATION_EXPIRED,
+    DECLARATION_PAID,
+    OUTBOX,
+    DeclarationExpired,
+    DeclarationPaid,
+)
 from services.contribution.models import (
     AgencyAuthorization,
     ContributionRecord,
@@ -391,18 +397,31 @@ async def expire_due_declarations(*, session: AsyncSession, now: datetime, limit
     if not ids:
         return 0
     # Only the rows this statement moved free their months: one paid meanwhile keeps them.
-    expired = list(
-        (
-            await session.execute(
-                update(Declaration)
-                .where(Declaration.id.in_(ids), Declaration.status.in_(LIVE))
-                .values(status=DeclarationStatus.expired, closed_at=now)
-                .returning(Declaration.id)
+    moved = (
+        await session.execute(
+            update(Declaration)
+            .where(Declaration.id.in_(ids), Declaration.status.in_(LIVE))
+            .values(status=DeclarationStatus.expired, closed_at=now)
+            .returning(
+                Declaration.id, Declaration.source, Declaration.category, Declaration.region_code, Declaration.months,
+                Declaration.year, Declaration.total_fen, Declaration.person_key, Declaration.credit_code,
+                Declaration.agency_credit_code,
             )
-        ).scalars().all()
-    )
+        )
+    ).all()
+    expired = [row.id for row in moved]
     if expired:
         await session.execute(delete(DeclaredMonth).where(DeclaredMonth.declaration_id.in_(expired)))
+    for row in moved:
+        OUTBOX.emit(
+            session, type=DECLARATION_EXPIRED, subject=row.id, time=now,
+            data=DeclarationExpired(
+                declaration_id=row.id, source=row.source, category=Category(row.category), region_code=row.region_code,
+                months=list(row.months or []), year=row.year, total_fen=row.total_fen, expired_at=now,
+                person_id_hash=row.person_key if row.source in PERSON_SOURCES else None,
+                credit_code=row.credit_code, agency_credit_code=row.agency_credit_code,
+            ),
+        )
     return len(expired)
 
 

@@ -36,6 +36,7 @@ from services.contribution.errors import (
     DeclarationStateConflict,
     MonthAlreadyDeclared,
 )
+from services.contribution.events import OUTBOX, PAYMENT_REFUND_PENDING, PaymentRefundPending
 from services.contribution.models import Declaration, DeclarationLine, DeclarationStatus, KnownPerson
 from services.contribution.payments import alipay, wechatpay
 from services.contribution.payments.errors import (
@@ -382,6 +383,10 @@ async def _apply(session: AsyncSession, payment: Payment, *, paid_at: datetime, 
         )
         _alert(session, channel=payment.channel, payment=payment, now=now, reason="refund_pending",
                details={"declaration_id": payment.declaration_id, "why": exc.code, "amount_fen": payment.amount_fen})
+        OUTBOX.emit(session, type=PAYMENT_REFUND_PENDING, subject=payment.id, time=now, data=PaymentRefundPending(
+            payment_id=payment.id, declaration_id=payment.declaration_id, channel=payment.channel,
+            amount_fen=payment.amount_fen, reason=exc.code, flagged_at=now,
+        ))
         return "refund_pending"
     code = new_certificate_code()
     session.add(Certificate(
@@ -438,6 +443,10 @@ async def credit_payment(
     _alert(session, channel=payment.channel, payment=payment, now=now, reason="refund_pending",
            details={"declaration_id": payment.declaration_id, "why": "paid_after_close",
                     "declaration_status": decl.status if decl else None, "amount_fen": payment.amount_fen})
+    OUTBOX.emit(session, type=PAYMENT_REFUND_PENDING, subject=payment.id, time=now, data=PaymentRefundPending(
+        payment_id=payment.id, declaration_id=payment.declaration_id, channel=payment.channel,
+        amount_fen=payment.amount_fen, reason="paid_after_close", flagged_at=now,
+    ))
     return "refund_pending"
 
 
