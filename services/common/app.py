@@ -19,10 +19,12 @@ from services.common.jobs import BackgroundJob
 from services.common.logging import configure_logging
 from services.common.middleware import RequestContextMiddleware, Utf8JsonMiddleware
 from services.common.migrate import upgrade_async
+from services.common.nats_events import NatsEvents
 from services.common.pii import configure_pii
 from services.common.principal import decode_principal
 from services.common.routing import unguarded_post_routes
 from services.common.settings import CommonSettings, ServiceSettings
+from services.common.transport import EventConsumer
 
 log = logging.getLogger("socialsec.app")
 
@@ -85,24 +87,32 @@ def create_service_app(
             await upgrade_async(name, db.url)
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
-        feed_consumers: list[FeedConsumer] = []
-        if settings.consumers_enabled:
+        feed_consumers: list[EventConsumer] = []
+        nats_events: NatsEvents | None = None
+        if settings.consumers_enabled and common.event_transport == "nats":
+            nats_events = NatsEvents(common=common, service=name, db=db, consumers=consumer_handlers)
+            feed_consumers.extend(nats_events.consumers)
+            tasks.append(asyncio.create_task(nats_events.run(stop), name="nats-events"))
+            for job in jobs:
+                tasks.append(asyncio.create_task(job(app, stop), name=getattr(job, "__name__", "job")))
+        elif settings.consumers_enabled:
             urls = settings.producer_urls()
             for producer, handlers in consumer_handlers.items():
                 url = urls.get(producer)
                 if not url:
                     log.warning("no %s_%s_URL: not consuming %s events", name.upper(), producer.upper(), producer)
                     continue
-                c = FeedConsumer(
+                feed = FeedConsumer(
                     producer=producer, base_url=url, db=db, handlers=handlers,
                     token=common.internal_token_value(), batch_size=settings.feed_batch_size,
                     interval=settings.poll_interval_seconds,
                 )
-                feed_consumers.append(c)
-                tasks.append(asyncio.create_task(c.run(stop), name=f"consume-{producer}"))
+                feed_consumers.append(feed)
+                tasks.append(asyncio.create_task(feed.run(stop), name=f"consume-{producer}"))
             for job in jobs:
                 tasks.append(asyncio.create_task(job(app, stop), name=getattr(job, "__name__", "job")))
         app.state.feed_consumers = feed_consumers
+        app.state.nats_events = nats_events
         try:
             yield
         finally:
@@ -112,6 +122,8 @@ def create_service_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             for c in feed_consumers:
                 await c.aclose()
+            if nats_events is not None:
+                await nats_events.aclose()
             await db.dispose()
 
     app = FastAPI(
