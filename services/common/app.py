@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.dead_letters import dead_letters_router
 from services.common.errors import DomainError, install_error_handlers, problem_response
 from services.common.events import FeedConsumer, Handler, feed_router
 from services.common.jobs import BackgroundJob
@@ -51,6 +53,17 @@ def health_router() -> APIRouter:
         except Exception:
             return problem_response(request, status=503, code=NotReady.code, title=NotReady.title_en)
         return {"status": "ready", "database": "ok"}
+
+    return router
+
+
+def metrics_router() -> APIRouter:
+    """`/metrics` (Prometheus) on the service's own port, for the monitoring network (not routed by the gateway)."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
 
@@ -105,7 +118,7 @@ def create_service_app(
                 feed = FeedConsumer(
                     producer=producer, base_url=url, db=db, handlers=handlers,
                     token=common.internal_token_value(), batch_size=settings.feed_batch_size,
-                    interval=settings.poll_interval_seconds,
+                    interval=settings.poll_interval_seconds, max_attempts=common.event_max_attempts, service=name,
                 )
                 feed_consumers.append(feed)
                 tasks.append(asyncio.create_task(feed.run(stop), name=f"consume-{producer}"))
@@ -148,6 +161,8 @@ def create_service_app(
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health_router())
     app.include_router(feed_router())
+    app.include_router(dead_letters_router(name))
+    app.include_router(metrics_router())
     for r in routers:
         app.include_router(r)
     unguarded = unguarded_post_routes(app.routes)

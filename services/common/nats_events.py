@@ -44,6 +44,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Database
+from services.common.dead_letters import error_text, is_parked, park
 from services.common.events import CloudEvent, Handler
 from services.common.models import InboxEvent, OutboxEvent
 from services.common.settings import CommonSettings
@@ -241,7 +242,7 @@ class NatsConsumer:
         """The event and its inbox row in one transaction; 0 when it was applied before."""
         try:
             async with self.db.sessionmaker() as session, session.begin():
-                if await session.get(InboxEvent, ev.id) is not None:
+                if await session.get(InboxEvent, ev.id) is not None or await is_parked(session, ev.id):
                     return 0
                 handler = self.handlers.get(ev.type)
                 if handler is not None:
@@ -344,10 +345,17 @@ class NatsEvents:
         self.ready.set()
 
     async def failed(self, consumer: NatsConsumer, msg: Msg, ev: CloudEvent, exc: Exception) -> None:
-        """A handler raised: try again later (nak with backoff)."""
+        """A handler raised: try again later (nak with backoff), or park it after the last attempt and move on."""
         attempt = msg.metadata.num_delivered or 1
         log.warning("event %s from %s failed (attempt %d): %s", ev.type, consumer.producer, attempt, type(exc).__name__)
-        await msg.nak(delay=min(0.5 * 2 ** (attempt - 1), 30.0))
+        if attempt >= self.common.event_max_attempts:
+            async with self.db.sessionmaker() as session, session.begin():
+                await park(session, service=self.service, producer=consumer.producer, event=ev,
+                           error=error_text(exc), attempts=attempt)
+            log.error("event %s %s from %s parked in dead_letters", ev.type, ev.id, consumer.producer)
+            await msg.ack()
+            return
+        await msg.nak(delay=min(self.common.event_retry_backoff_seconds * 2 ** (attempt - 1), 30.0))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect (retrying until NATS answers), then relay and consume until stopped."""

@@ -48,6 +48,10 @@ class CommonSettings(BaseSettings):
     nats_max_ack_pending: int = Field(default=1, ge=1, le=10000)
     nats_relay_interval_seconds: float = Field(default=0.1, gt=0)
     nats_relay_batch_size: int = Field(default=500, gt=0, le=10000)
+    # Both transports: an event whose handler failed this many times is parked in
+    # `dead_letters`; the n-th retry waits backoff * 2^(n-1) seconds (at most 30).
+    event_max_attempts: int = Field(default=5, ge=1, le=100)
+    event_retry_backoff_seconds: float = Field(default=0.5, gt=0, le=60)
 
     @property
     def keys_dir(self) -> Path:

@@ -15,7 +15,7 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select, update
 
 from services.common.events import CloudEvent
-from services.common.models import InboxEvent, OutboxEvent
+from services.common.models import DeadLetter, InboxEvent, OutboxEvent
 from services.common.nats_events import NatsEvents
 from services.common.settings import CommonSettings
 from services.common.transport import EventConsumer
@@ -265,3 +265,33 @@ async def test_a_service_on_nats_relays_its_outbox_by_itself(make_db_url, nats_c
                 await asyncio.sleep(0.05)
         assert await _stream_count(events, "registration") == 1
         await client.aclose()
+
+
+async def test_a_poison_event_is_parked_and_the_stream_moves_on(pair, nats_common):
+    producer, consumer_svc = pair
+    common = nats_common.model_copy(update={"event_max_attempts": 3, "event_retry_backoff_seconds": 0.05})
+
+    async def poisoned(session, ev: CloudEvent) -> None:
+        if ev.subject == "e1":
+            raise ValueError("no such person")
+        await _handler(session, ev)
+
+    prod = NatsEvents(common=common, service="registration", db=producer.db, consumers={})
+    cons = NatsEvents(common=common, service="contribution", db=consumer_svc.db,
+                      consumers={"registration": {"test.thing.v1": poisoned}}, relay=False)
+    await prod.connect()
+    await cons.connect()
+    try:
+        await _emit(producer, 3)
+        assert prod.relay is not None
+        await prod.relay.publish_once()
+        await _drain(cons.consumers[0])
+        assert await _names(consumer_svc) == ["e0", "e2"]
+        async with consumer_svc.db.sessionmaker() as s:
+            [row] = (await s.execute(select(DeadLetter))).scalars().all()
+        assert row.attempts == 3 and row.event["subject"] == "e1" and row.producer == "registration"
+        assert "ValueError" in row.error
+        assert await cons.consumers[0].lag() == 0
+    finally:
+        await cons.aclose()
+        await prod.aclose()
