@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -39,6 +40,27 @@ class NotReady(DomainError):
     title_en = "Service not ready"
 
 
+async def event_transport_state(app: FastAPI) -> dict[str, Any]:
+    """The transport, its connection (NATS), the relay's backlog and each consumer's lag (events waiting)."""
+    common: CommonSettings = app.state.common
+    nats_events: NatsEvents | None = getattr(app.state, "nats_events", None)
+    out: dict[str, Any] = {"transport": common.event_transport, "connection": None, "relay_backlog": None, "consumers": []}
+    if nats_events is not None:
+        out["connection"] = "ok" if nats_events.connected else "down"
+        if nats_events.relay is not None:
+            with contextlib.suppress(Exception):
+                out["relay_backlog"] = await asyncio.wait_for(nats_events.relay.backlog(), timeout=2.0)
+    for c in getattr(app.state, "feed_consumers", []):
+        entry: dict[str, Any] = {"producer": c.producer, "status": "ok", "lag": None}
+        try:
+            entry["lag"] = await asyncio.wait_for(c.lag(), timeout=2.0)
+        except Exception as exc:
+            entry["status"] = "unreachable"
+            entry["error"] = type(exc).__name__
+        out["consumers"].append(entry)
+    return out
+
+
 def health_router() -> APIRouter:
     router = APIRouter(tags=["health"])
 
@@ -46,13 +68,20 @@ def health_router() -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Readiness: the database answers", responses={503: {"description": "not ready"}})
+    @router.get(
+        "/readyz",
+        summary="Readiness: the database answers (503 otherwise); the event transport and its lag are reported, "
+        "`degraded` when NATS or a producer's feed cannot be reached",
+        responses={503: {"description": "not ready"}},
+    )
     async def readyz(request: Request) -> Any:
         try:
             await asyncio.wait_for(request.app.state.db.ping(), timeout=2.0)
         except Exception:
             return problem_response(request, status=503, code=NotReady.code, title=NotReady.title_en)
-        return {"status": "ready", "database": "ok"}
+        events = await event_transport_state(request.app)
+        degraded = events["connection"] == "down" or any(c["status"] != "ok" for c in events["consumers"])
+        return {"status": "degraded" if degraded else "ready", "database": "ok", "events": events}
 
     return router
 

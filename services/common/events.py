@@ -252,6 +252,10 @@ class FeedConsumer:
                 row.updated_at = datetime.now(UTC)
         return applied
 
+    async def lag(self) -> int:
+        """Events the producer serves after this consumer's cursor (counted up to one batch)."""
+        return len((await self._fetch(await self.current_cursor())).items)
+
     async def drain(self, max_batches: int = 1000) -> int:
         """Poll until the feed has nothing new (tests and catch-up)."""
         total = 0

@@ -27,5 +27,8 @@ class EventConsumer(Protocol):
     async def catch_up(self, within_seconds: float) -> bool:
         """Apply what the producer has published up to now; False when it could not in time."""
 
+    async def lag(self) -> int:
+        """Events published by the producer and not yet applied here (for /readyz)."""
+
     async def aclose(self) -> None:
         """Give back connections."""

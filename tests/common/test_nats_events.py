@@ -264,6 +264,27 @@ async def test_a_service_on_nats_relays_its_outbox_by_itself(make_db_url, nats_c
             while await events.relay.backlog():  # noqa: ASYNC110 (polling the database)
                 await asyncio.sleep(0.05)
         assert await _stream_count(events, "registration") == 1
+        r = await client.get("/readyz")
+        assert r.status_code == 200
+        body = r.json()
+        assert body["status"] == "ready" and body["events"]["transport"] == "nats"
+        assert body["events"]["connection"] == "ok" and body["events"]["relay_backlog"] == 0
+        await client.aclose()
+
+
+async def test_readiness_says_degraded_when_nats_cannot_be_reached(make_db_url, nats_common):
+    import httpx
+
+    from services.registration.settings import Settings
+
+    settings = Settings(database_url=make_db_url("registration"), migrate_on_start=False, consumers_enabled=True)
+    common = nats_common.model_copy(update={"nats_url": "nats://127.0.0.1:9"})  # nothing listens there
+    app = kernel_app_factory(settings=settings, common=common, clock=None)
+    async with LifespanManager(app) as mgr:
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=mgr.app), base_url="http://registration")
+        r = await client.get("/readyz")
+        assert r.status_code == 200  # the database answers: requests are still served, events wait
+        assert r.json()["status"] == "degraded" and r.json()["events"]["connection"] == "down"
         await client.aclose()
 
 
