@@ -332,10 +332,12 @@ class NatsEvents:
     async def connect(self) -> None:
         """Connect, create the stream and the durable consumers (idempotent)."""
         if self.nc is None:
-            self.nc = await nats.connect(
-                self.common.nats_url, name=f"socialsec-{self.service}", connect_timeout=2,
-                allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-            )
+            # nats-py retries a first connection forever with max_reconnect_attempts=-1: bound it, and retry in run().
+            self.nc = await asyncio.wait_for(nats.connect(
+                [u.strip() for u in self.common.nats_url.split(",") if u.strip()], name=f"socialsec-{self.service}",
+                connect_timeout=2, allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                error_cb=self._on_error, disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
+            ), timeout=5)
             self.js = self.nc.jetstream(timeout=5)
         assert self.js is not None
         if self.relay is not None:
@@ -343,6 +345,15 @@ class NatsEvents:
         for c in self.consumers:
             await c.subscribe(self.js)
         self.ready.set()
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("NATS: %s", type(exc).__name__)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("NATS disconnected; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        log.info("NATS reconnected")
 
     async def failed(self, consumer: NatsConsumer, msg: Msg, ev: CloudEvent, exc: Exception) -> None:
         """A handler raised: try again later (nak with backoff), or park it after the last attempt and move on."""
