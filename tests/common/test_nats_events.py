@@ -319,3 +319,28 @@ async def test_a_poison_event_is_parked_and_the_stream_moves_on(pair, nats_commo
     finally:
         await cons.aclose()
         await prod.aclose()
+
+
+async def test_with_several_producer_replicas_one_relays_at_a_time(pair, nats_common, backend):
+    if backend != "postgresql":
+        pytest.skip("SQLite is one process: its relay is one")
+    from sqlalchemy import text
+
+    from services.common.nats_events import RELAY_LOCK_KEY
+
+    producer, _ = pair
+    relay_side = NatsEvents(common=nats_common, service="registration", db=producer.db, consumers={})
+    await relay_side.connect()
+    other_replica = producer.db.sessionmaker()
+    try:
+        await _emit(producer, 3)
+        await other_replica.begin()
+        await other_replica.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": RELAY_LOCK_KEY})
+        assert relay_side.relay is not None
+        assert await relay_side.relay.publish_once() == 0  # the other replica is relaying
+        await other_replica.rollback()
+        assert await relay_side.relay.publish_once() == 3
+        assert await _stream_count(relay_side, "registration") == 3
+    finally:
+        await other_replica.close()
+        await relay_side.aclose()
