@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -11,11 +12,13 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.dependencies.models import Dependant
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute, iter_route_contexts
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.dead_letters import dead_letters_router
 from services.common.errors import (
     PROBLEM_SCHEMA,
     DomainError,
@@ -28,11 +31,13 @@ from services.common.jobs import BackgroundJob
 from services.common.logging import configure_logging
 from services.common.middleware import RequestContextMiddleware, Utf8JsonMiddleware
 from services.common.migrate import upgrade_async
+from services.common.nats_events import NatsEvents
 from services.common.paths import IdConvertor, MonthConvertor, is_id_parameter
 from services.common.pii import configure_pii
 from services.common.principal import decode_principal
 from services.common.routing import unguarded_post_routes
 from services.common.settings import CommonSettings, ServiceSettings
+from services.common.transport import EventConsumer
 
 log = logging.getLogger("socialsec.app")
 
@@ -45,6 +50,27 @@ class NotReady(DomainError):
     title_en = "Service not ready"
 
 
+async def event_transport_state(app: FastAPI) -> dict[str, Any]:
+    """The transport, its connection (NATS), the relay's backlog and each consumer's lag (events waiting)."""
+    common: CommonSettings = app.state.common
+    nats_events: NatsEvents | None = getattr(app.state, "nats_events", None)
+    out: dict[str, Any] = {"transport": common.event_transport, "connection": None, "relay_backlog": None, "consumers": []}
+    if nats_events is not None:
+        out["connection"] = "ok" if nats_events.connected else "down"
+        if nats_events.relay is not None:
+            with contextlib.suppress(Exception):
+                out["relay_backlog"] = await asyncio.wait_for(nats_events.relay.backlog(), timeout=2.0)
+    for c in getattr(app.state, "feed_consumers", []):
+        entry: dict[str, Any] = {"producer": c.producer, "status": "ok", "lag": None}
+        try:
+            entry["lag"] = await asyncio.wait_for(c.lag(), timeout=2.0)
+        except Exception as exc:
+            entry["status"] = "unreachable"
+            entry["error"] = type(exc).__name__
+        out["consumers"].append(entry)
+    return out
+
+
 def health_router() -> APIRouter:
     router = APIRouter(tags=["health"])
 
@@ -52,13 +78,31 @@ def health_router() -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Readiness: the database answers", responses={503: {"description": "not ready"}})
+    @router.get(
+        "/readyz",
+        summary="Readiness: the database answers (503 otherwise); the event transport and its lag are reported, "
+        "`degraded` when NATS or a producer's feed cannot be reached",
+        responses={503: {"description": "not ready"}},
+    )
     async def readyz(request: Request) -> Any:
         try:
             await asyncio.wait_for(request.app.state.db.ping(), timeout=2.0)
         except Exception:
             return problem_response(request, status=503, code=NotReady.code, title=NotReady.title_en)
-        return {"status": "ready", "database": "ok"}
+        events = await event_transport_state(request.app)
+        degraded = events["connection"] == "down" or any(c["status"] != "ok" for c in events["consumers"])
+        return {"status": "degraded" if degraded else "ready", "database": "ok", "events": events}
+
+    return router
+
+
+def metrics_router() -> APIRouter:
+    """`/metrics` (Prometheus) on the service's own port, for the monitoring network (not routed by the gateway)."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
 
@@ -95,24 +139,32 @@ def create_service_app(
             await upgrade_async(name, db.url)
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
-        feed_consumers: list[FeedConsumer] = []
-        if settings.consumers_enabled:
+        feed_consumers: list[EventConsumer] = []
+        nats_events: NatsEvents | None = None
+        if settings.consumers_enabled and common.event_transport == "nats":
+            nats_events = NatsEvents(common=common, service=name, db=db, consumers=consumer_handlers)
+            feed_consumers.extend(nats_events.consumers)
+            tasks.append(asyncio.create_task(nats_events.run(stop), name="nats-events"))
+            for job in jobs:
+                tasks.append(asyncio.create_task(job(app, stop), name=getattr(job, "__name__", "job")))
+        elif settings.consumers_enabled:
             urls = settings.producer_urls()
             for producer, handlers in consumer_handlers.items():
                 url = urls.get(producer)
                 if not url:
                     log.warning("no %s_%s_URL: not consuming %s events", name.upper(), producer.upper(), producer)
                     continue
-                c = FeedConsumer(
+                feed = FeedConsumer(
                     producer=producer, base_url=url, db=db, handlers=handlers,
                     token=common.internal_token_value(), batch_size=settings.feed_batch_size,
-                    interval=settings.poll_interval_seconds,
+                    interval=settings.poll_interval_seconds, max_attempts=common.event_max_attempts, service=name,
                 )
-                feed_consumers.append(c)
-                tasks.append(asyncio.create_task(c.run(stop), name=f"consume-{producer}"))
+                feed_consumers.append(feed)
+                tasks.append(asyncio.create_task(feed.run(stop), name=f"consume-{producer}"))
             for job in jobs:
                 tasks.append(asyncio.create_task(job(app, stop), name=getattr(job, "__name__", "job")))
         app.state.feed_consumers = feed_consumers
+        app.state.nats_events = nats_events
         try:
             yield
         finally:
@@ -122,6 +174,8 @@ def create_service_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             for c in feed_consumers:
                 await c.aclose()
+            if nats_events is not None:
+                await nats_events.aclose()
             await db.dispose()
 
     app = FastAPI(
@@ -146,6 +200,8 @@ def create_service_app(
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health_router())
     app.include_router(feed_router())
+    app.include_router(dead_letters_router(name))
+    app.include_router(metrics_router())
     for r in routers:
         app.include_router(r)
     unguarded = unguarded_post_routes(app.routes)

@@ -39,6 +39,7 @@ from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.db import Database, DbSession
+from services.common.dead_letters import error_text, is_parked, park
 from services.common.errors import DomainError
 from services.common.identifiers import AsciiInt
 from services.common.models import ConsumerCursor, InboxEvent, OutboxEvent
@@ -184,6 +185,8 @@ class FeedConsumer:
         batch_size: int = 200,
         interval: float = 0.5,
         client: httpx.AsyncClient | None = None,
+        max_attempts: int = 5,
+        service: str = "",
     ) -> None:
         self.producer = producer
         self.base_url = base_url.rstrip("/")
@@ -198,6 +201,10 @@ class FeedConsumer:
         # catch-up never apply the same batch side by side.
         self._lock = asyncio.Lock()
         self._cursor_row_exists = False
+        # Poison events: failures per event id (this process); parked after max_attempts.
+        self.max_attempts = max_attempts
+        self.service = service
+        self._failures: dict[str, tuple[int, str]] = {}
 
     async def _fetch(self, cursor: str) -> FeedPage:
         if self._client is None:
@@ -264,11 +271,22 @@ class FeedConsumer:
             if (locked.cursor if locked is not None else "0.0") != cursor:
                 return None
             for ev in page.items:
-                if await session.get(InboxEvent, ev.id) is not None:
+                if await session.get(InboxEvent, ev.id) is not None or await is_parked(session, ev.id):
+                    continue
+                failures = self._failures.get(ev.id)
+                if failures is not None and failures[0] >= self.max_attempts:  # park it, move on
+                    await park(session, service=self.service, producer=self.producer, event=ev,
+                               error=failures[1], attempts=failures[0])
+                    del self._failures[ev.id]
                     continue
                 handler = self.handlers.get(ev.type)
                 if handler is not None:
-                    await handler(session, ev)
+                    try:
+                        await handler(session, ev)
+                    except Exception as exc:
+                        self._failures[ev.id] = ((failures[0] if failures else 0) + 1, error_text(exc))
+                        raise
+                    self._failures.pop(ev.id, None)
                     applied += 1
                 session.add(InboxEvent(event_id=ev.id, producer=self.producer, type=ev.type, applied_at=datetime.now(UTC)))
                 await session.flush()
@@ -278,6 +296,10 @@ class FeedConsumer:
                 locked.cursor = page.next_cursor
                 locked.updated_at = datetime.now(UTC)
         return applied
+
+    async def lag(self) -> int:
+        """Events the producer serves after this consumer's cursor (counted up to one batch)."""
+        return len((await self._fetch(await self.current_cursor())).items)
 
     async def drain(self, max_batches: int = 1000) -> int:
         """Poll until the feed has nothing new (tests and catch-up)."""

@@ -70,3 +70,33 @@ def create_kernel_tables() -> None:
 def drop_kernel_tables() -> None:
     for name in ("audit_log", "idempotency_keys", "consumer_cursors", "inbox", "outbox"):
         op.drop_table(name)
+
+
+def add_event_transport_tables() -> None:
+    """The outbox's `published_at` (the NATS relay's mark) and `dead_letters` (parked events)."""
+    with op.batch_alter_table("outbox") as batch:
+        batch.add_column(sa.Column("published_at", sa.DateTime(timezone=True)))
+    op.create_index(
+        "ix_outbox_unpublished", "outbox", ["seq"],
+        postgresql_where=sa.text("published_at IS NULL"), sqlite_where=sa.text("published_at IS NULL"),
+    )
+    op.create_table(
+        "dead_letters",
+        sa.Column("id", _BIGPK, primary_key=True, autoincrement=True),
+        sa.Column("producer", sa.String(60), nullable=False),
+        sa.Column("event_id", sa.String(36), nullable=False),
+        sa.Column("type", sa.String(120), nullable=False),
+        sa.Column("event", sa.JSON(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("parked_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("replayed_at", sa.DateTime(timezone=True)),
+        sa.UniqueConstraint("event_id", name="uq_dead_letters_event_id"),
+    )
+
+
+def drop_event_transport_tables() -> None:
+    op.drop_table("dead_letters")
+    op.drop_index("ix_outbox_unpublished", table_name="outbox")
+    with op.batch_alter_table("outbox") as batch:
+        batch.drop_column("published_at")

@@ -31,6 +31,8 @@ class OutboxEvent(KernelBase):
     subject: Mapped[str | None] = mapped_column(String(200))
     time: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    # When the NATS relay had JetStream's ack for it (unused by the feed transport).
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class InboxEvent(KernelBase):
@@ -52,6 +54,23 @@ class ConsumerCursor(KernelBase):
     producer: Mapped[str] = mapped_column(String(60), primary_key=True)
     cursor: Mapped[str] = mapped_column(String(60), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class DeadLetter(KernelBase):
+    """An event whose handler kept failing: parked with its error, the feed moved on."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (UniqueConstraint("event_id", name="uq_dead_letters_event_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    producer: Mapped[str] = mapped_column(String(60), nullable=False)
+    event_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    type: Mapped[str] = mapped_column(String(120), nullable=False)
+    event: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    error: Mapped[str] = mapped_column(Text, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    parked_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class IdempotencyKey(KernelBase):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +32,26 @@ class CommonSettings(BaseSettings):
     gateway_public_key_file: Path | None = None
     log_level: str = "INFO"
     log_json: bool = True
+    # The event transport: `feed` (consumers poll each producer's HTTP feed) or
+    # `nats` (an outbox relay publishes to JetStream; durable pull consumers).
+    event_transport: Literal["feed", "nats"] = "feed"
+    nats_url: str = "nats://127.0.0.1:4222"
+    # Put in front of every stream, subject and consumer name (tests, or two
+    # installations sharing one NATS cluster).
+    nats_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_-]*$", max_length=40)
+    nats_stream_max_age_seconds: float = Field(default=7 * 86400, gt=0)
+    nats_duplicate_window_seconds: float = Field(default=120, gt=0)
+    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
+    nats_ack_wait_seconds: float = Field(default=30, gt=0)
+    # Events a consumer may hold unacknowledged: 1 keeps each producer's events
+    # in the order it wrote them across every replica (the feed's order).
+    nats_max_ack_pending: int = Field(default=1, ge=1, le=10000)
+    nats_relay_interval_seconds: float = Field(default=0.1, gt=0)
+    nats_relay_batch_size: int = Field(default=500, gt=0, le=10000)
+    # Both transports: an event whose handler failed this many times is parked in
+    # `dead_letters`; the n-th retry waits backoff * 2^(n-1) seconds (at most 30).
+    event_max_attempts: int = Field(default=5, ge=1, le=100)
+    event_retry_backoff_seconds: float = Field(default=0.5, gt=0, le=60)
 
     @property
     def keys_dir(self) -> Path:

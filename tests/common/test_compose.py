@@ -32,3 +32,19 @@ def test_every_service_in_compose_migrates_on_start_and_has_a_healthcheck():
     for name in ("registration", "contribution", "card", "review", "gateway"):
         assert f"  {name}:\n" in text
     assert text.count("healthcheck:") >= 7
+
+
+def test_compose_runs_the_services_on_nats_jetstream_one_node_or_a_three_node_cluster():
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = doc["services"]
+    assert "-js" in services["nats"]["command"] and "profiles" not in services["nats"]
+    cluster = [n for n, s in services.items() if "cluster" in (s.get("profiles") or [])]
+    assert sorted(cluster) == ["nats-1", "nats-2", "nats-3"]
+    for n in cluster:
+        assert "-js" in services[n]["command"] and "--routes" in services[n]["command"]
+    for name in ("registration", "contribution", "card", "review"):
+        env = services[name]["environment"]
+        assert env["SOCIALSEC_EVENT_TRANSPORT"] == "nats" and "nats" in env["SOCIALSEC_NATS_URL"]
+        assert "nats" in services[name]["depends_on"]

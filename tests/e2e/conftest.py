@@ -37,25 +37,59 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def _nats_answers(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    try:
+        with socket.create_connection((u.hostname or "127.0.0.1", u.port or 4222), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+NATS_URL = os.environ.get("SOCIALSEC_NATS_URL", "nats://127.0.0.1:4222")
+# Each stack runs with the feed transport, and again with NATS JetStream when a nats-server answers.
+# (CI sets TEST_REQUIRE_NATS=1: there the NATS stacks run, and fail without a server.)
+TRANSPORTS = ["feed"] + (["nats"] if os.environ.get("TEST_REQUIRE_NATS") or _nats_answers(NATS_URL) else [])
+
+
 @dataclass
 class RunningStack:
     ports: Ports
     var_dir: Path
     stack: Stack
+    transport: str = "feed"
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports.of(name)}"
 
 
-@pytest.fixture(scope="package", params=BACKENDS)
+def _delete_streams(prefix: str) -> None:
+    import nats
+
+    async def go() -> None:
+        nc = await nats.connect(NATS_URL)
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            if info.config.name and info.config.name.startswith(prefix):
+                await js.delete_stream(info.config.name)
+        await nc.close()
+
+    asyncio.run(go())
+
+
+@pytest.fixture(scope="package", params=[(b, t) for b in BACKENDS for t in TRANSPORTS], ids=lambda p: f"{p[0]}-{p[1]}")
 def running_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
-    """The whole stack on SQLite files, and again on PostgreSQL (a database per service) when it is available."""
+    """The whole stack on SQLite files, and again on PostgreSQL (a database per service) when it is available;
+    each with the feed transport and with NATS JetStream when a nats-server answers."""
+    backend, transport = request.param
     var_dir = Path(tempfile.mkdtemp(prefix="socialsec-e2e-"))
     p = _free_ports(6)
     ports = Ports(gateway=p[0], registration=p[1], contribution=p[2], card=p[3], review=p[4], sandbox=p[5])
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SOCIALSEC_", "GATEWAY_", "SANDBOX_", "TEST_"))}
     databases: list[str] = []
-    if request.param == "postgresql":
+    if backend == "postgresql":
         run = uuid.uuid4().hex[:8]
         for s in SERVICES:
             databases.append(f"socialsec_e2e_{run}_{s}")
@@ -68,6 +102,9 @@ def running_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
     for s in SERVICES:
         base[f"{s.upper()}_POLL_INTERVAL_SECONDS"] = "3"
     base["SANDBOX_NOTIFY_RETRY_SECONDS"] = "0.5"
+    nats_prefix = f"e2e{uuid.uuid4().hex[:10]}"
+    if transport == "nats":
+        base.update(SOCIALSEC_EVENT_TRANSPORT="nats", SOCIALSEC_NATS_URL=NATS_URL, SOCIALSEC_NATS_PREFIX=nats_prefix)
     env = stack_env(var_dir, ports, base=base)
     env["GATEWAY_ISSUERS_FILE"] = str(var_dir / "issuers.json")
     prepare(var_dir, ports, env)
@@ -79,9 +116,11 @@ def running_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
     stack.start()
     try:
         stack.wait_healthy(90)
-        yield RunningStack(ports=ports, var_dir=var_dir, stack=stack)
+        yield RunningStack(ports=ports, var_dir=var_dir, stack=stack, transport=transport)
     finally:
         stack.stop()
+        if transport == "nats":
+            _delete_streams(nats_prefix)
         shutil.rmtree(var_dir, ignore_errors=True)
         for name in databases:
             _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
