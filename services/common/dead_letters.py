@@ -2,7 +2,7 @@
 `SOCIALSEC_EVENT_MAX_ATTEMPTS` times is parked in the consumer's `dead_letters`
 table with its error, and the consumer moves on. Staff admins list parked events
 and replay one (`GET /<service>/v1/ops/dead-letters`,
-`POST /<service>/v1/ops/dead-letters/{id}/replay`); a replay applies the event
+`POST /<service>/v1/ops/dead-letters/{number}/replay`); a replay applies the event
 with its inbox row in one transaction, exactly as the consumer would have.
 `socialsec_events_dead_lettered_total` counts the parked events.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from prometheus_client import Counter
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -23,7 +23,14 @@ from services.common.db import DbSession
 from services.common.errors import DomainError
 from services.common.identifiers import AsciiInt
 from services.common.models import DeadLetter, InboxEvent
-from services.common.pagination import MAX_LIMIT, CursorInvalid, Page, decode_cursor, encode_cursor
+from services.common.pagination import (
+    MAX_LIMIT,
+    CursorInvalid,
+    CursorQuery,
+    Page,
+    decode_cursor,
+    encode_cursor,
+)
 from services.common.pii import redact
 from services.common.principal import Principal, require
 from services.common.routing import ServiceRoute
@@ -123,7 +130,7 @@ def dead_letters_router(service: str) -> APIRouter:
         principal: Admin,
         replayed: Annotated[bool | None, Query(description="only replayed (true) or only waiting (false)")] = None,
         limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = 50,
-        cursor: Annotated[str | None, Query(max_length=400)] = None,
+        cursor: CursorQuery = None,
     ) -> Page[DeadLetterOut]:
         stmt = select(DeadLetter)
         key = decode_cursor(cursor)
@@ -140,14 +147,15 @@ def dead_letters_router(service: str) -> APIRouter:
             items=[_out(r) for r in rows], next_cursor=encode_cursor([rows[-1].id]) if more and rows else None
         )
 
-    @router.post("/dead-letters/{dead_letter_id}/replay", response_model=DeadLetterOut,
+    @router.post("/dead-letters/{number:int}/replay", response_model=DeadLetterOut,
                  summary="Apply a parked event now, with its inbox row; it stays parked with the new error if it fails",
                  responses={404: {"description": "dead_letter_not_found"},
                             409: {"description": "dead_letter_already_replayed, dead_letter_replay_failed"}})
     async def replay_dead_letter(
-        dead_letter_id: AsciiInt, request: Request, session: DbSession, principal: Admin,
+        number: Annotated[int, Path(ge=1, description="the parked event's number (`id` in the list)")],
+        request: Request, session: DbSession, principal: Admin,
     ) -> DeadLetterOut:
-        row = await session.get(DeadLetter, dead_letter_id)
+        row = await session.get(DeadLetter, number)
         if row is None:
             raise DeadLetterNotFound()
         if row.replayed_at is not None:
