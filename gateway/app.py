@@ -205,6 +205,7 @@ def create_app(
     forwarder = Forwarder(
         upstreams=upstreams, http=upstream_http, registry=lambda: registry, signing_key=signing_key,
         limits=limits, metrics=metrics, now=now, timeout=timeout, max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes, upload_timeout=settings.upload_timeout_seconds,
         trusted_proxies=settings.trusted_proxy_networks(),
     )
     app: ASGIApp = GatewayRouter(public, forwarder)

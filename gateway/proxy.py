@@ -73,6 +73,9 @@ class Forwarder:
     timeout: float
     max_body_bytes: int
     trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    # multipart/form-data (spreadsheet uploads) may be larger and take longer
+    max_upload_bytes: int = 21 * 1_048_576
+    upload_timeout: float = 180.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, service: str) -> None:
         started = time.perf_counter()
@@ -116,14 +119,17 @@ class Forwarder:
                 self.metrics.rate_limited.labels("principal").inc()
                 raise RateLimited(headers={"Retry-After": str(retry)}, params={"retry_after": retry})
 
+        content_type = (_header(headers, b"content-type") or "").split(";", 1)[0].strip().lower()
+        upload = content_type == "multipart/form-data"
+        max_bytes = self.max_upload_bytes if upload else self.max_body_bytes
         length_header = _header(headers, b"content-length")
         length: int | None = None
         if length_header is not None:
             if not length_header.isdigit():
                 raise MalformedBody(detail_en="invalid Content-Length", detail_zh="Content-Length 无效")
             length = int(length_header)
-            if length > self.max_body_bytes:
-                raise PayloadTooLarge(params={"max_bytes": self.max_body_bytes})
+            if length > max_bytes:
+                raise PayloadTooLarge(params={"max_bytes": max_bytes})
         chunked = _header(headers, b"transfer-encoding") is not None
         rid = request_id_var.get() or ""
 
@@ -140,9 +146,9 @@ class Forwarder:
         content: AsyncIterator[bytes] | None = None
         if length is not None and length > 0:
             out.append((b"content-length", str(length).encode()))
-            content = self._body(receive)
+            content = self._body(receive, max_bytes)
         elif chunked or (length is None and scope["method"] not in BODYLESS):
-            content = self._body(receive)
+            content = self._body(receive, max_bytes)
 
         request = self.http.build_request(scope["method"], self._url(scope, service), headers=out, content=content)
         sent = {k for k, _ in out}
@@ -150,10 +156,10 @@ class Forwarder:
             if name.encode() not in sent and name in request.headers:
                 del request.headers[name]
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.upload_timeout if upload else self.timeout):
                 response = await self.http.send(request, stream=True)
         except BodyTooLarge as exc:
-            raise PayloadTooLarge(params={"max_bytes": self.max_body_bytes}) from exc
+            raise PayloadTooLarge(params={"max_bytes": max_bytes}) from exc
         except ClientDisconnected:
             raise  # nobody left to answer; the upstream saw an incomplete body and drops it
         except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout) as exc:
@@ -162,7 +168,7 @@ class Forwarder:
             raise UpstreamTimeout(params={"service": service}) from exc
         except httpx.TransportError as exc:
             if _caused_by(exc, BodyTooLarge):
-                raise PayloadTooLarge(params={"max_bytes": self.max_body_bytes}) from exc
+                raise PayloadTooLarge(params={"max_bytes": max_bytes}) from exc
             if _caused_by(exc, ClientDisconnected):
                 raise ClientDisconnected() from exc
             self.metrics.upstream_errors.labels(service, "unavailable").inc()
@@ -188,7 +194,7 @@ class Forwarder:
         query = scope.get("query_string") or b""
         return f"{url}?{query.decode('latin-1')}" if query else url
 
-    async def _body(self, receive: Receive) -> AsyncIterator[bytes]:
+    async def _body(self, receive: Receive, max_bytes: int) -> AsyncIterator[bytes]:
         received = 0
         while True:
             message = await receive()
@@ -196,7 +202,7 @@ class Forwarder:
                 raise ClientDisconnected()
             chunk = message.get("body", b"")
             received += len(chunk)
-            if received > self.max_body_bytes:
+            if received > max_bytes:
                 raise BodyTooLarge()
             if chunk:
                 yield chunk
