@@ -335,16 +335,16 @@ def map_header(table: Table, columns: Sequence[Column], *, alternatives: Sequenc
     `spreadsheet_header_invalid`, naming each (with its column letter). `alternatives`: groups of keys of which
     exactly one must be present (a wage in fen or in yuan)."""
     lookup: dict[str, Column] = {}
-    for col in columns:
-        for name in (col.key, *col.names):
-            lookup[header_key(name)] = col
+    for known in columns:
+        for name in (known.key, *known.names):
+            lookup[header_key(name)] = known
     found: dict[str, int] = {}
     errors: list[dict[str, Any]] = []
     for i, text in enumerate(table.header):
         if not text:
             continue
         key = header_key(text)
-        col = lookup.get(key)
+        col: Column | None = lookup.get(key)
         if col is None:
             # A bilingual header ("身份证号码 id_number") is known by any of its words.
             for word in unicodedata.normalize("NFKC", text).split():
@@ -366,12 +366,12 @@ def map_header(table: Table, columns: Sequence[Column], *, alternatives: Sequenc
             found[col.key] = i
     groups = [set(g) for g in alternatives]
     grouped = set().union(*groups) if groups else set()
-    for col in columns:
-        if col.required and not col.ignored and col.key not in grouped and col.key not in found:
-            errors.append({"row": table.header_row, "column": None, "header": col.names[0] if col.names else col.key,
-                           "code": "header_missing",
-                           "message_zh": f"缺少“{col.names[0] if col.names else col.key}”列（{col.key}）",
-                           "message_en": f"missing column {col.key}"})
+    for known in columns:
+        if known.required and not known.ignored and known.key not in grouped and known.key not in found:
+            label = known.names[0] if known.names else known.key
+            errors.append({"row": table.header_row, "column": None, "header": label, "code": "header_missing",
+                           "message_zh": f"缺少“{label}”列（{known.key}）",
+                           "message_en": f"missing column {known.key}"})
     for g in alternatives:
         present = [k for k in g if k in found]
         if len(present) != 1:
