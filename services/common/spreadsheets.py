@@ -265,7 +265,12 @@ def _xlsx_rows(data: bytes) -> Iterable[tuple[int, tuple[Any, ...]]]:
         wb = CalamineWorkbook.from_filelike(io.BytesIO(data))
         if not wb.sheet_names:
             return []
-        grid = wb.get_sheet_by_index(0).to_python(skip_empty_area=False)
+        sheet = wb.get_sheet_by_index(0)
+        if sheet.height > 5 * MAX_ROWS:  # refused before the grid is built in memory
+            raise TooManyRows(params={"max_rows": MAX_ROWS})
+        grid = sheet.to_python(skip_empty_area=False)
+    except DomainError:
+        raise
     except Exception as exc:
         log.info("xlsx refused: %s", type(exc).__name__)
         raise SpreadsheetUnreadable() from None
