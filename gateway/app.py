@@ -214,6 +214,7 @@ def create_app(
         upstreams=upstreams, upstream=upstream, registry=lambda: registry, signing_key=signing_key,
         limits=limits, metrics=metrics, now=now, timeout=timeout, max_body_bytes=settings.max_body_bytes,
         client_body_timeout=settings.client_body_timeout_seconds, trusted_proxies=settings.trusted_proxy_networks(),
+        max_upload_bytes=settings.max_upload_bytes, upload_timeout=settings.upload_timeout_seconds,
     )
     app: ASGIApp = GatewayRouter(public, forwarder)
     origins = settings.cors_origin_list()

@@ -73,6 +73,9 @@ class Forwarder:
     max_body_bytes: int
     client_body_timeout: float
     trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    # multipart/form-data (spreadsheet uploads) may be larger and take longer
+    max_upload_bytes: int = 21 * 1_048_576
+    upload_timeout: float = 180.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, service: str) -> None:
         started = time.perf_counter()
@@ -122,14 +125,17 @@ class Forwarder:
                 signed = encode_principal(principal, audience=service, private_key_pem=self.signing_key, now=issued)
                 verified.keep_signed(service, signed, until=issued + PRINCIPAL_TTL_SECONDS - PRINCIPAL_REUSE_MARGIN_SECONDS)
 
+        content_type = (_header(headers, b"content-type") or "").split(";", 1)[0].strip().lower()
+        upload = content_type == "multipart/form-data"
+        max_bytes = self.max_upload_bytes if upload else self.max_body_bytes
         length_header = _header(headers, b"content-length")
         length: int | None = None
         if length_header is not None:
             if not (length_header.isascii() and length_header.isdigit()):
                 raise MalformedBody(detail_en="invalid Content-Length", detail_zh="Content-Length 无效")
             length = int(length_header)
-            if length > self.max_body_bytes:
-                raise PayloadTooLarge(params={"max_bytes": self.max_body_bytes})
+            if length > max_bytes:
+                raise PayloadTooLarge(params={"max_bytes": max_bytes})
         chunked = _header(headers, b"transfer-encoding") is not None
         rid = request_id_var.get() or ""
 
@@ -147,10 +153,10 @@ class Forwarder:
             # Read whole (at most GATEWAY_MAX_BODY_BYTES) before a service is contacted: a slow client is
             # the gateway's to answer (408), never holds a service's connection, and the upstream
             # timeout counts from when the request has been sent.
-            body = await self._body(receive)
+            body = await self._body(receive, max_bytes, self.upload_timeout if upload else self.client_body_timeout)
 
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.upload_timeout if upload else self.timeout):
                 response = await self.upstream.request(service, scope["method"].encode(), _target(scope), out, body)
         except TimeoutError as exc:
             self.metrics.upstream_errors.labels(service, "timeout").inc()
@@ -174,20 +180,20 @@ class Forwarder:
         finally:
             await response.release()
 
-    async def _body(self, receive: Receive) -> bytes:
+    async def _body(self, receive: Receive, max_bytes: int, deadline: float) -> bytes:
         """The client's whole body, within the client body deadline and the size limit."""
         chunks: list[bytes] = []
         received = 0
         try:
-            async with asyncio.timeout(self.client_body_timeout):
+            async with asyncio.timeout(deadline):
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
                         raise ClientDisconnected()
                     chunk = message.get("body", b"")
                     received += len(chunk)
-                    if received > self.max_body_bytes:
-                        raise PayloadTooLarge(params={"max_bytes": self.max_body_bytes})
+                    if received > max_bytes:
+                        raise PayloadTooLarge(params={"max_bytes": max_bytes})
                     if chunk:
                         chunks.append(chunk)
                     if not message.get("more_body", False):

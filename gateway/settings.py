@@ -40,6 +40,10 @@ class GatewaySettings(BaseSettings):
     rate_limit_per_address: str = "6000/minute"
     cors_origins: str = ""
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    # A spreadsheet upload (multipart/form-data): 20 MB of file and its envelope, and the time a
+    # 100,000-row import takes.
+    max_upload_bytes: int = Field(default=21 * 1_048_576, gt=0)
+    upload_timeout_seconds: float = Field(default=180.0, gt=0, le=900)
     trusted_proxies: str = ""
     jwks_refresh_seconds: float = Field(default=30.0, ge=0)
     jwks_cache_seconds: float = Field(default=3600.0, gt=0)

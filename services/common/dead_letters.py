@@ -130,7 +130,7 @@ def dead_letters_router(service: str) -> APIRouter:
         principal: Admin,
         replayed: Annotated[bool | None, Query(description="only replayed (true) or only waiting (false)")] = None,
         limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = 50,
-        cursor: CursorQuery = None,
+        cursor: CursorQuery = None,  # type: ignore[assignment]
     ) -> Page[DeadLetterOut]:
         stmt = select(DeadLetter)
         key = decode_cursor(cursor)

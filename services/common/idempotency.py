@@ -66,13 +66,30 @@ class IdempotencyInProgress(DomainError):
     title_en = "The same request is still being processed"
 
 
+def _multipart_boundary(content_type: str) -> bytes | None:
+    media, _, params = content_type.partition(";")
+    if media.strip().lower() != "multipart/form-data":
+        return None
+    for param in params.split(";"):
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "boundary" and value.strip().strip('"'):
+            return value.strip().strip('"').encode("latin-1")
+    return None
+
+
 async def request_fingerprint(request: Request) -> str:
     """Hash of method, path and body (JSON canonicalized, so key order does not matter)."""
     body = await request.body()
-    try:
-        canon = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode() if body else b""
-    except ValueError:
-        canon = body
+    content_type = request.headers.get("content-type", "")
+    boundary = _multipart_boundary(content_type)
+    if boundary:
+        # The same file sent again comes in a new envelope: the boundary is not part of the request.
+        canon = body.replace(boundary, b"\x00boundary\x00")
+    else:
+        try:
+            canon = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode() if body else b""
+        except ValueError:
+            canon = body
     h = hashlib.sha256()
     h.update(request.method.encode() + b" " + request.url.path.encode() + b"\n")
     h.update(canon)

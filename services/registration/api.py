@@ -5,19 +5,22 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from services.common.clock import Clock
 from services.common.db import DbSession, DbWriteSession
+from services.common.errors import wants_english
 from services.common.idempotency import run_idempotent
 from services.common.identifiers import AsciiInt, CreditCode, RegionCode
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
 from services.common.paths import IdPath, IsoDate
 from services.common.principal import Principal, check_own_unit, require
 from services.common.routing import ServiceRoute
-from services.registration import employers, persons, rules, self_enrolment
+from services.common.spreadsheets import XLSX_MEDIA_TYPE, read_upload
+from services.registration import employers, imports, persons, rules, self_enrolment
 from services.registration.errors import RegionalRuleNotFound
 from services.registration.schemas import (
+    EmployeeImportOut,
     EmployeeIn,
     EmployeeOut,
     EmployerIn,
@@ -96,6 +99,79 @@ async def enrol_employee(
             session=session, clock=_clock(request), principal=principal, credit_code=credit_code, body=body,
         ),
     )
+
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object", "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary",
+                                            "description": ".xlsx, or CSV in UTF-8 (BOM or not) or GB18030"}},
+                },
+            },
+        },
+    },
+}
+ImportIdPath = IdPath
+
+
+@router.post(
+    "/employers/{credit_code}/employee-imports", status_code=201, response_model=EmployeeImportOut,
+    summary="Enrol employees from a spreadsheet (批量增员)",
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        404: {"description": "employer_not_found"},
+        413: {"description": "file_too_large (20 MB), spreadsheet_too_many_rows (100,000)"},
+        415: {"description": "file_type_unsupported: not an .xlsx or a CSV (an .xls, an encrypted workbook, binary)"},
+        422: {"description": "file_missing, spreadsheet_unreadable (damaged file, zip bomb), spreadsheet_empty, "
+                             "spreadsheet_header_invalid (each wrong header named with its column)"},
+    },
+)
+async def import_employees(credit_code: CreditCodePath, request: Request, session: DbSession, principal: Employer) -> Any:
+    """A multipart `file`: `.xlsx` (first sheet) or CSV (UTF-8, GB18030) with the columns id_number, name,
+    hire_date, monthly_wage_fen, insurance_types (English or the Chinese headers of the template). Each valid row
+    is enrolled as `POST .../employees` would; each invalid one is listed in `errors` (row, column, code, message).
+    A row whose person is already enrolled is refused `employee_already_enrolled`, so the same file sent twice
+    enrols nobody twice."""
+    check_own_unit(principal, credit_code)
+
+    async def action() -> EmployeeImportOut:
+        upload = await read_upload(request)
+        record = await imports.import_employees(
+            session=session, clock=_clock(request), principal=principal, credit_code=credit_code, upload=upload,
+        )
+        return imports.import_out(record, en=wants_english(request))
+
+    return await run_idempotent(session, request, scope=principal.actor_id, status_code=201, action=action)
+
+
+@router.get(
+    "/employers/{credit_code}/employee-imports/template", summary="The import template (.xlsx, Chinese headers)",
+    response_class=Response, responses={200: {"content": {XLSX_MEDIA_TYPE: {}}}},
+)
+async def import_template(credit_code: CreditCodePath, principal: EmployerOrStaff) -> Response:
+    check_own_unit(principal, credit_code)
+    return Response(
+        imports.template_xlsx(), media_type=XLSX_MEDIA_TYPE,
+        headers={"Content-Disposition": 'attachment; filename="employee-import-template.xlsx"'},
+    )
+
+
+@router.get(
+    "/employers/{credit_code}/employee-imports/{import_id:id}", response_model=EmployeeImportOut,
+    summary="An employee import again (counts and row errors)",
+    responses={404: {"description": "employee_import_not_found"}},
+)
+async def get_import(
+    credit_code: CreditCodePath, import_id: ImportIdPath, request: Request, session: DbSession,
+    principal: EmployerOrStaff,
+) -> EmployeeImportOut:
+    check_own_unit(principal, credit_code)
+    record = await imports.get_import(session=session, credit_code=credit_code, import_id=import_id)
+    return imports.import_out(record, en=wants_english(request))
 
 
 @router.get("/employers/{credit_code}/employees", response_model=RosterPage, summary="The roster, paginated",

@@ -3,7 +3,7 @@ art. 58 late flag), separation and the roster."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -130,19 +130,40 @@ def employee_out(
     return EmployeeOut(**base.model_dump(), name=name, id_number_masked=id_masked, ended_enrolments=ended or [])
 
 
-async def enrol_employee(
-    *, session: AsyncSession, clock: Clock, principal: Principal, credit_code: str, body: EmployeeIn,
-) -> EmployeeOut:
-    """职工参保登记 (增员): the employer enrols an employee; late after 30 days (art. 58/84)."""
-    employer = await get_employer(session=session, credit_code=credit_code)
+def check_employee(body: EmployeeIn, *, today: date) -> list[str]:
+    """The rules of an employee enrolment that need no stored state: the insurance types (as stored), the hire date
+    at most 30 days ahead, 16 years old at the hire date."""
     types = check_insurance_types(Category.employee, body.insurance_types)
-    today, now = clock.today(), clock.now()
     if body.hire_date > today + timedelta(days=DAYS_AHEAD):
         raise HireDateTooFarAhead(params={"latest_hire_date": (today + timedelta(days=DAYS_AHEAD)).isoformat()})
     born = id_number_info(body.id_number).birth_date
     hire = body.hire_date
     if hire.year - born.year - ((hire.month, hire.day) < (born.month, born.day)) < WORKING_AGE:
         raise UnderWorkingAge()
+    return types
+
+
+def employee_enrolment(
+    *, employer: Employer, person: Person, body: EmployeeIn, types: list[str], today: date, now: datetime,
+    principal: Principal,
+) -> Enrolment:
+    """A new open employee enrolment (late after 30 days, art. 58/84); not yet added to the session."""
+    late_days = max((today - body.hire_date).days - REGISTRATION_DAYS, 0)
+    return Enrolment(
+        id=new_id(), person_id=person.id, category=Category.employee, status=EnrolmentStatus.active,
+        region_code=employer.region_code, insurance_types=types, start_month=month_of(body.hire_date),
+        employer_credit_code=employer.credit_code, hire_date=body.hire_date, monthly_wage_fen=body.monthly_wage_fen,
+        late=late_days > 0, late_days=late_days, registered_on=today, created_at=now, created_by=principal.actor_id,
+    )
+
+
+async def enrol_employee(
+    *, session: AsyncSession, clock: Clock, principal: Principal, credit_code: str, body: EmployeeIn,
+) -> EmployeeOut:
+    """职工参保登记 (增员): the employer enrols an employee; late after 30 days (art. 58/84)."""
+    employer = await get_employer(session=session, credit_code=credit_code)
+    today, now = clock.today(), clock.now()
+    types = check_employee(body, today=today)
     person = await get_or_create_person(
         session=session, id_number=body.id_number, name=body.name, now=now, name_verified=False,
     )
@@ -164,13 +185,8 @@ async def enrol_employee(
     for other in self_enrolments:
         end_enrolment(session, person=person, enrolment=other, end_month=previous_month(hire_month),
                       reason=EndReason.employment, now=now)
-    late_days = max((today - body.hire_date).days - REGISTRATION_DAYS, 0)
-    enrolment = Enrolment(
-        id=new_id(), person_id=person.id, category=Category.employee, status=EnrolmentStatus.active,
-        region_code=employer.region_code, insurance_types=types, start_month=hire_month,
-        employer_credit_code=credit_code, hire_date=body.hire_date, monthly_wage_fen=body.monthly_wage_fen,
-        late=late_days > 0, late_days=late_days, registered_on=today, created_at=now, created_by=principal.actor_id,
-    )
+    enrolment = employee_enrolment(employer=employer, person=person, body=body, types=types, today=today, now=now,
+                                   principal=principal)
     try:
         await insert_enrolment(session=session, enrolment=enrolment)
     except IntegrityError:

@@ -178,3 +178,10 @@ class RealnameIdentityInvalid(DomainError):
     code = "realname_identity_invalid"
     title_zh = "实名身份信息（证件号码、姓名）缺失或无效，请重新实名认证"
     title_en = "The real-name identity (id number, name) is missing or invalid"
+
+
+class EmployeeImportNotFound(DomainError):
+    status = 404
+    code = "employee_import_not_found"
+    title_zh = "导入记录不存在"
+    title_en = "Employee import not found"

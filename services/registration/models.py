@@ -152,3 +152,23 @@ class RegionalRule(Base):
     note: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     updated_by: Mapped[str] = mapped_column(String(200), nullable=False)
+
+
+class EmployeeImport(Base):
+    """One spreadsheet import of employees (批量增员): counts and the errors of each refused row."""
+
+    __tablename__ = "employee_imports"
+    __table_args__ = (Index("ix_employee_imports_employer", "credit_code", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    credit_code: Mapped[str] = mapped_column(ForeignKey("employers.credit_code"), nullable=False)
+    file_name: Mapped[str | None] = mapped_column(String(200))
+    file_format: Mapped[str] = mapped_column(String(8), nullable=False)
+    file_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    registered: Mapped[int] = mapped_column(Integer, nullable=False)
+    failed: Mapped[int] = mapped_column(Integer, nullable=False)
+    # [{row, column, field, code, message_zh, message_en}]: no id number, only where and why.
+    errors: Mapped[list[dict[str, object]]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    created_by: Mapped[str] = mapped_column(String(200), nullable=False)

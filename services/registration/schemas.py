@@ -100,6 +100,28 @@ class RosterStatus(StrEnum):
     ended = "ended"
 
 
+class ImportRowError(BaseModel):
+    row: int = Field(description="the row number as the spreadsheet shows it (the header row included)")
+    column: str | None = Field(default=None, description="the column letter (A, B, ...)")
+    field: str = Field(description="id_number, name, hire_date, monthly_wage_fen or insurance_types")
+    code: str = Field(description="missing, id_number_invalid, name_invalid, date_invalid, wage_invalid, "
+                      "insurance_type_invalid, duplicate_row, or the JSON route's refusal (employee_already_enrolled, "
+                      "enrolment_conflict, person_is_pensioner, name_mismatch, ...)")
+    message: str
+
+
+class EmployeeImportOut(BaseModel):
+    id: str
+    credit_code: str
+    file_name: str | None = None
+    format: str = Field(description="xlsx or csv")
+    rows: int = Field(description="data rows read (empty rows are skipped)")
+    registered: int = Field(description="rows enrolled")
+    failed: int = Field(description="rows refused (each with its errors)")
+    errors: list[ImportRowError]
+    created_at: datetime
+
+
 class SeparationIn(_In):
     separation_date: date
     reason: str | None = Field(default=None, max_length=200)

@@ -107,6 +107,15 @@ async def person_by_public_id(*, session: AsyncSession, person_id: str, lock: bo
     return person
 
 
+def new_person(*, id_number: str, name: str, now: datetime, hashed: str | None = None) -> Person:
+    """A person first seen now (not yet added to the session)."""
+    info = id_number_info(id_number)
+    return Person(
+        id=new_id(), id_hash=hashed or id_hash(id_number), id_number=id_number, id_masked=mask_id_number(id_number),
+        name=name, birth_date=info.birth_date, sex=info.sex, created_at=now, updated_at=now,
+    )
+
+
 async def get_or_create_person(
     *, session: AsyncSession, id_number: str, name: str, now: datetime, name_verified: bool
 ) -> Person:
@@ -117,11 +126,7 @@ async def get_or_create_person(
     """
     person = await person_by_id_number(session=session, id_number=id_number, lock=True)
     if person is None:
-        info = id_number_info(id_number)
-        candidate = Person(
-            id=new_id(), id_hash=id_hash(id_number), id_number=id_number, id_masked=mask_id_number(id_number),
-            name=name, birth_date=info.birth_date, sex=info.sex, created_at=now, updated_at=now,
-        )
+        candidate = new_person(id_number=id_number, name=name, now=now)
         try:
             async with session.begin_nested():
                 session.add(candidate)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from services.common.audit import record_audit
 from services.common.db import DbSession, DbWriteSession
@@ -15,10 +18,12 @@ from services.common.identifiers import AsciiInt, RegionCode
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
 from services.common.paths import CreditCodePath, IdPath, IsoDate
 from services.common.principal import Principal, check_own_unit, require
+from services.common.spreadsheets import XLSX_MEDIA_TYPE, is_multipart, read_upload
 from services.review import certification as cert
 from services.review import declarations as decl
 from services.review import overdue as overdue_svc
 from services.review import roster as roster_svc
+from services.review import sheets
 from services.review.errors import CertifiedOnInvalid
 from services.review.receipt import render_receipt
 from services.review.rules import put_rule, rule_in_force, rule_out
@@ -183,49 +188,110 @@ async def run_sweep(request: Request, session: DbSession, principal: Operator) -
 
 @router.get(
     "/employers/{credit_code}/annual-declarations/{year}/roster", response_model=RosterPage,
-    summary="The registered employees of the wage year: JSON (masked ids, paginated) or ?format=csv",
-    responses={200: {"content": {"text/csv": {}}}, **_EMPLOYER_404},
+    summary="The registered employees of the wage year: JSON (masked ids, paginated), ?format=csv or ?format=xlsx",
+    responses={200: {"content": {"text/csv": {}, XLSX_MEDIA_TYPE: {}}}, **_EMPLOYER_404},
 )
 async def roster(
-    # DbWriteSession: the CSV export is audited.
+    # DbWriteSession: the CSV and xlsx exports are audited.
     request: Request, session: DbWriteSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
-    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+    format: Annotated[str, Query(pattern="^(json|csv|xlsx)$")] = "json",
     limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Any:
+    """The exports hold full id numbers (audited) and escape every cell that starts like a formula
+    (= + - @): fill the last column and PUT the file back as the declaration."""
     check_own_unit(principal, credit_code)
     emp = await decl.get_employer(session=session, credit_code=credit_code)
-    if format == "csv":
-        body = await roster_svc.roster_csv(session=session, credit_code=emp.credit_code, year=year)
+    if format in ("csv", "xlsx"):
+        if format == "csv":
+            body = await roster_svc.roster_csv(session=session, credit_code=emp.credit_code, year=year)
+            media_type = "text/csv; charset=utf-8"
+        else:
+            body = await sheets.roster_xlsx(session=session, credit_code=emp.credit_code, year=year)
+            media_type = XLSX_MEDIA_TYPE
         # The export holds full id numbers: who took it, and when, stays on record.
         record_audit(
-            session, actor=principal, action="roster.export_csv", target_type="employer", target_id=emp.credit_code,
-            at=request.app.state.clock.now(), details={"year": year},
+            session, actor=principal, action=f"roster.export_{format}", target_type="employer",
+            target_id=emp.credit_code, at=request.app.state.clock.now(), details={"year": year},
         )
         return Response(
-            body, media_type="text/csv; charset=utf-8",
+            body, media_type=media_type,
             headers={
-                "Content-Disposition": f'attachment; filename="roster-{emp.credit_code}-{year}.csv"',
+                "Content-Disposition": f'attachment; filename="roster-{emp.credit_code}-{year}.{format}"',
                 "Cache-Control": "no-store",
             },
         )
     return await roster_svc.roster_page(session=session, credit_code=emp.credit_code, year=year, limit=limit, cursor=cursor)
 
 
+_DECLARATION_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": DeclarationLinesIn.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object", "required": ["file"],
+                    "properties": {"file": {
+                        "type": "string", "format": "binary",
+                        "description": ".xlsx or CSV (UTF-8, GB18030): id_number, name, and avg_monthly_wage_fen or "
+                                       "the wage in yuan with two decimals under a header that says so "
+                                       "(月平均工资(元), avg_monthly_wage_yuan); the roster export filled in works as is",
+                    }},
+                },
+            },
+        },
+    },
+}
+
+
+async def _json_lines(request: Request) -> DeclarationLinesIn:
+    raw = await request.body()
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error", "input": {}}]
+        ) from None
+    if data is None:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+    try:
+        return DeclarationLinesIn.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)]
+        ) from None
+
+
 @router.put(
     "/employers/{credit_code}/annual-declarations/{year}", response_model=DeclarationCheckOut,
-    summary="Declare last year's average monthly wages; answers per-line errors and the differences",
-    responses=_EMPLOYER_404,
+    summary="Declare last year's average monthly wages (JSON lines or a spreadsheet); answers per-line errors "
+            "and the differences",
+    openapi_extra=_DECLARATION_BODY,
+    responses={
+        **_EMPLOYER_404,
+        413: {"description": "file_too_large (20 MB), spreadsheet_too_many_rows (100,000)"},
+        415: {"description": "file_type_unsupported"},
+        422: {"description": "file_missing, spreadsheet_unreadable, spreadsheet_empty, spreadsheet_header_invalid, "
+                             "validation_failed"},
+    },
 )
 async def put_declaration(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
-    body: DeclarationLinesIn,
 ) -> Any:
+    """A JSON body `{"lines": [...]}`, or a multipart `file` (.xlsx or CSV); a spreadsheet's errors carry its row
+    number (`line`) and column letter."""
     check_own_unit(principal, credit_code)
+    numbers = columns = None
+    if is_multipart(request):
+        upload = await read_upload(request)
+        lines, numbers, columns = sheets.read_lines(upload.data)
+    else:
+        lines = (await _json_lines(request)).lines
     emp = await decl.get_employer(session=session, credit_code=credit_code)
     return await decl.put_lines(
-        session=session, clock=request.app.state.clock, employer=emp, year=year, raw_lines=body.lines,
-        en=wants_english(request),
+        session=session, clock=request.app.state.clock, employer=emp, year=year, raw_lines=lines,
+        en=wants_english(request), numbers=numbers, columns=columns,
     )
 
 

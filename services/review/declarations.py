@@ -94,13 +94,17 @@ def _line_error(line: int, field: str, code: str, en: bool) -> LineError:
     return LineError(line=line, field=field, code=code, message=english if en else zh)
 
 
-def validate_lines(raw: list[Any], *, today: date, en: bool) -> tuple[list[dict[str, Any]], list[LineError]]:
-    """Check each line on its own: the valid ones, and the errors by line number."""
+def validate_lines(
+    raw: list[Any], *, today: date, en: bool, numbers: list[int] | None = None,
+) -> tuple[list[dict[str, Any]], list[LineError]]:
+    """Check each line on its own: the valid ones, and the errors by line number (`numbers`: a spreadsheet's row
+    numbers instead of positions)."""
     h = cipher().hash
     valid: list[dict[str, Any]] = []
     errors: list[LineError] = []
     seen: set[str] = set()
-    for n, line in enumerate(raw, start=1):
+    for i, line in enumerate(raw):
+        n = numbers[i] if numbers is not None else i + 1
         if not isinstance(line, dict):
             errors.append(_line_error(n, "line", "line_not_object", en))
             continue
@@ -213,7 +217,8 @@ async def find_declaration(*, session: AsyncSession, credit_code: str, year: int
 
 
 async def put_lines(
-    *, session: AsyncSession, clock: Clock, employer: Employer, year: int, raw_lines: list[Any], en: bool = False
+    *, session: AsyncSession, clock: Clock, employer: Employer, year: int, raw_lines: list[Any], en: bool = False,
+    numbers: list[int] | None = None, columns: dict[str, str] | None = None,
 ) -> DeclarationCheckOut:
     """Replace the declared lines; answer per-line errors and the differences with the roster and the band."""
     today = clock.today()
@@ -224,7 +229,10 @@ async def put_lines(
     if decl.status not in EDITABLE:
         raise DeclarationNotEditable(params={"status": decl.status})
     band = await band_in_force(session=session, region_code=employer.region_code, month=effective_from)
-    valid, errors = validate_lines(raw_lines, today=today, en=en)
+    valid, errors = validate_lines(raw_lines, today=today, en=en, numbers=numbers)
+    if columns:
+        for e in errors:
+            e.column = columns.get(e.field)
     for v in valid:
         v["declaration_id"] = decl.id
         v["new_base_fen"] = clamp(v["avg_monthly_wage_fen"], band)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from sqlalchemy import select
@@ -11,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.pagination import decode_cursor, encode_cursor
 from services.common.pii import cipher
+from services.common.spreadsheets import csv_bytes
 from services.review.models import RosterEntry
 from services.review.schemas import RosterItem, RosterPage
 
@@ -53,23 +52,17 @@ async def roster_page(
     )
 
 
-def _cell(value: object) -> str:
-    # A cell starting like a formula is neutralized so a spreadsheet never evaluates it.
-    s = "" if value is None else str(value)
-    return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
+ROSTER_HEADER = ("身份证号码 id_number", "姓名 name", "入职日期 hire_date", "参保起始月 start_month",
+                 "离职月份 last_month", "登记月工资(分) monthly_wage_fen", "上年月平均工资(分) avg_monthly_wage_fen")
 
 
 async def roster_csv(*, session: AsyncSession, credit_code: str, year: int) -> bytes:
-    """The roster as CSV (UTF-8 with BOM), full id numbers: the employer fills the wage column and uploads it."""
+    """The roster as CSV (UTF-8 with BOM), full id numbers: the employer fills the wage column and uploads it.
+    Every cell starting like a formula (= + - @) is escaped (`spreadsheets.safe_text`)."""
     roster = await roster_for_year(session=session, credit_code=credit_code, year=year)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(["身份证号码 id_number", "姓名 name", "入职日期 hire_date", "参保起始月 start_month",
-                "离职月份 last_month", "登记月工资(分) monthly_wage_fen", "上年月平均工资(分) avg_monthly_wage_fen"])
     c = cipher()
-    for r in sorted(roster.values(), key=lambda r: r.id):
-        w.writerow([
-            _cell(c.decrypt(r.id_number_enc)), _cell(r.name), _cell(r.hire_date), _cell(r.start_month),
-            _cell(r.last_month), _cell(r.monthly_wage_fen), "",
-        ])
-    return ("\ufeff" + buf.getvalue()).encode("utf-8")
+    rows = (
+        [c.decrypt(r.id_number_enc), r.name, r.hire_date, r.start_month, r.last_month, r.monthly_wage_fen, ""]
+        for r in sorted(roster.values(), key=lambda r: r.id)
+    )
+    return csv_bytes(ROSTER_HEADER, rows)

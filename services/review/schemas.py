@@ -196,7 +196,8 @@ class BandOut(BaseModel):
 
 
 class LineError(BaseModel):
-    line: int  # 1-based position in the submitted lines
+    line: int = Field(description="1-based position in the submitted lines; a spreadsheet's row number")
+    column: str | None = Field(default=None, description="a spreadsheet's column letter")
     field: str
     code: str
     message: str

@@ -128,6 +128,16 @@ class TestBodies:
         r = await gw.client.post("/registration/v1/employers", content=chunks())
         assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
 
+    async def test_a_spreadsheet_upload_may_be_larger(self, make_gateway):
+        gw = await make_gateway(max_body_bytes=1000, max_upload_bytes=5000)
+        r = await gw.client.post("/registration/v1/upload", files={"file": ("a.csv", b"z" * 3000)})
+        assert r.status_code == 201 and r.json()["length"] > 3000
+        r = await gw.client.post("/registration/v1/upload", files={"file": ("a.csv", b"z" * 6000)})
+        assert r.status_code == 413 and r.json()["max_bytes"] == 5000
+        r = await gw.client.post("/registration/v1/upload", content=b"z" * 3000,
+                                 headers={"Content-Type": "text/csv"})
+        assert r.status_code == 413 and r.json()["max_bytes"] == 1000
+
     async def test_streamed_body_under_the_limit_arrives_whole(self, gw):
         async def chunks():
             for i in range(10):
