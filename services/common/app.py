@@ -231,10 +231,23 @@ def _add_security_scheme(app: FastAPI) -> None:
         }
         schema["security"] = [{"platformToken": []}, {}]
         complete_operations(schema, app.routes)
+        _one_parameter_each(schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _one_parameter_each(schema: dict[str, Any]) -> None:
+    """A parameter a route declares itself (a required Idempotency-Key) replaces the kernel's same one."""
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            if not isinstance(op, dict) or "parameters" not in op:
+                continue
+            last: dict[tuple[str, str], dict[str, Any]] = {}
+            for param in op["parameters"]:
+                last[(param.get("name", ""), param.get("in", ""))] = param
+            op["parameters"] = [p for p in op["parameters"] if last[(p.get("name", ""), p.get("in", ""))] is p]
 
 
 # What the kernel answers on every route, whatever the route declares itself.

@@ -169,3 +169,34 @@ class TestOpenWechat:
         order = next(iter(world.platform.wechat_orders.values()))
         assert order["total"] == 630000 and order["openid"] == citizen(ALICE, platform="wechat")["sub"]
         assert json.loads(json.dumps(order))["notify_url"].endswith("/notify/wechatpay")
+
+
+class TestMyDeclarationsPaymentsPath:
+    """`/me/declarations/{id}/payments` is the documented path; the old one stays served, deprecated."""
+
+    async def test_the_me_path_opens_the_same_payment(self, world: PayWorld) -> None:
+        decl = await world.declaration()
+        prn = citizen(ALICE, "张三", level=2, platform="alipay")
+        mine = await world.client.post(f"/contribution/v1/me/declarations/{decl}/payments", json={"channel": "alipay"},
+                                       headers=world.headers(prn, "me-1"))
+        assert mine.status_code == 201, mine.text
+        assert mine.json()["trade_no"]
+        old = await world.open(decl, prn=prn, key="old-1")  # the open payment on the same channel, answered again
+        assert old.status_code == 201 and old.json()["id"] == mine.json()["id"]
+        assert len(await payments_of(world, decl)) == 1
+
+    async def test_the_me_path_is_for_citizens_and_needs_a_key(self, world: PayWorld) -> None:
+        decl = await world.declaration()
+        url = f"/contribution/v1/me/declarations/{decl}/payments"
+        r = await world.client.post(url, json={"channel": "alipay"}, headers=world.headers(employer(), "k"))
+        assert r.status_code == 403 and r.json()["code"] == "principal_kind_not_allowed"
+        r = await world.client.post(url, json={"channel": "alipay"}, headers=world.headers(citizen(ALICE, level=2)))
+        assert r.status_code == 400 and r.json()["code"] == "idempotency_key_required"
+
+    def test_the_old_path_is_deprecated_in_the_document(self, world: PayWorld) -> None:
+        doc = world.svc.app.openapi()
+        assert doc["paths"]["/contribution/v1/declarations/{declaration_id}/payments"]["post"]["deprecated"] is True
+        new = doc["paths"]["/contribution/v1/me/declarations/{declaration_id}/payments"]["post"]
+        assert not new.get("deprecated")
+        headers = [p for p in new["parameters"] if p["name"] == "Idempotency-Key"]
+        assert len(headers) == 1 and headers[0]["required"] is True

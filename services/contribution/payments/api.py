@@ -25,6 +25,7 @@ from services.contribution.payments.service import MAX_RAW
 router = APIRouter(prefix="/contribution/v1", tags=["payments"], route_class=ReadModelRoute)
 
 Payer = Annotated[Principal, Depends(require("citizen", "employer", "agency", min_level=2))]
+CitizenPayer = Annotated[Principal, Depends(require("citizen", min_level=2))]
 Owner = Annotated[Principal, Depends(require("citizen", "employer", "agency"))]
 Operator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -54,23 +55,14 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-@router.post(
-    "/declarations/{declaration_id:id}/payments", status_code=201, response_model=PaymentOut,
-    response_model_exclude_none=True, responses=_PROBLEMS,
-    summary="Open a payment of a declaration (Idempotency-Key required)",
-    # Read by run_idempotent (a missing key is 400 idempotency_key_required, not a 422).
-    openapi_extra={"parameters": [{
-        "name": "Idempotency-Key", "in": "header", "required": True,
-        "description": "the client's key for this payment attempt; a retry with the same key gets the same answer",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]+$"},
-    }]},
-)
-async def open_payment(
-    request: Request, session: DbSession, principal: Payer, body: PaymentIn,
-    declaration_id: IdPath,
-) -> Any:
-    """Opens at most one payment per declaration for its total; answers Alipay's `trade_no` or WeChat Pay's
-    `wx.requestPayment` parameters. An open payment on the same channel is answered again."""
+_IDEMPOTENCY_REQUIRED: dict[str, Any] = {"parameters": [{
+    "name": "Idempotency-Key", "in": "header", "required": True,
+    "description": "the client's key for this payment attempt; a retry with the same key gets the same answer",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]+$"},
+}]}
+
+
+async def _open(request: Request, session: Any, principal: Principal, body: PaymentIn, declaration_id: str) -> Any:
     app = request.app
     return await run_idempotent(
         session, request, scope=principal.actor_id, required=True, status_code=201,
@@ -79,6 +71,35 @@ async def open_payment(
             channel=body.channel, clock=app.state.clock,
         ),
     )
+
+
+@router.post(
+    "/me/declarations/{declaration_id:id}/payments", status_code=201, response_model=PaymentOut,
+    response_model_exclude_none=True, responses=_PROBLEMS,
+    summary="Open a payment of my declaration (Idempotency-Key required)",
+    # Read by run_idempotent (a missing key is 400 idempotency_key_required, not a 422).
+    openapi_extra=_IDEMPOTENCY_REQUIRED,
+)
+async def open_my_payment(
+    request: Request, session: DbSession, principal: CitizenPayer, body: PaymentIn, declaration_id: IdPath,
+) -> Any:
+    """Opens at most one payment per declaration for its total; answers Alipay's `trade_no` or WeChat Pay's
+    `wx.requestPayment` parameters. An open payment on the same channel is answered again."""
+    return await _open(request, session, principal, body, declaration_id)
+
+
+@router.post(
+    "/declarations/{declaration_id:id}/payments", status_code=201, response_model=PaymentOut,
+    response_model_exclude_none=True, responses=_PROBLEMS, deprecated=True,
+    summary="Open a payment of a declaration (Idempotency-Key required)",
+    openapi_extra=_IDEMPOTENCY_REQUIRED,
+)
+async def open_payment(
+    request: Request, session: DbSession, principal: Payer, body: PaymentIn, declaration_id: IdPath,
+) -> Any:
+    """The same as `POST /contribution/v1/me/declarations/{declaration_id}/payments`, which citizens' mini-programs
+    should call; this path stays served (employers and agencies pay their declarations here)."""
+    return await _open(request, session, principal, body, declaration_id)
 
 
 @router.post(
