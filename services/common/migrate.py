@@ -14,9 +14,9 @@ from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import MetaData, pool, text
+from sqlalchemy import MetaData, event, pool, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 SERVICES = ("registration", "contribution", "card", "review")
 _ROOT = Path(__file__).resolve().parent.parent
@@ -31,12 +31,32 @@ def alembic_config(service: str, url: str) -> Config:
 
 
 def _do_run(connection: Connection, target_metadata: MetaData) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    # One transaction for the whole upgrade on both databases: a migration killed half-way
+    # (Ctrl-C during `make run`) leaves the database as it was, never tables without their
+    # version row (SQLite runs DDL inside the transaction that `migration_engine` begins).
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                      transactional_ddl=True)
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             # Several replicas starting at once migrate one after another.
             context.execute(text("SELECT pg_advisory_xact_lock(74221905)"))
         context.run_migrations()
+
+
+def migration_engine(url: str) -> AsyncEngine:
+    """An engine for migrations; on SQLite its transactions are ours (BEGIN IMMEDIATE), DDL included."""
+    engine = create_async_engine(url, poolclass=pool.NullPool)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # the driver would commit before every DDL statement
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
 
 
 def run_env(target_metadata: MetaData) -> None:
@@ -49,7 +69,7 @@ def run_env(target_metadata: MetaData) -> None:
     assert url
 
     async def _go() -> None:
-        engine = create_async_engine(url, poolclass=pool.NullPool)
+        engine = migration_engine(url)
         async with engine.connect() as conn:
             await conn.run_sync(_do_run, target_metadata)
             await conn.commit()
@@ -60,7 +80,7 @@ def run_env(target_metadata: MetaData) -> None:
 
 async def upgrade_async(service: str, url: str, revision: str = "head") -> None:
     """Upgrade a service database from inside a running event loop (service start-up)."""
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+    engine = migration_engine(url)
     try:
         async with engine.connect() as conn:
 
