@@ -71,6 +71,9 @@ def replicated_stack(request: pytest.FixtureRequest) -> Iterator[ReplicatedStack
         # Both replicas behind the gateway.
         base[f"GATEWAY_{s.upper()}_URL"] = f"http://127.0.0.1:{ports.of(s)},http://127.0.0.1:{second.of(s)}"
     base["GATEWAY_UPSTREAM_PROBE_SECONDS"] = "0.5"
+    # Ten processes on a shared machine, 55 citizens at once, one SQLite writer at a time per service: a
+    # request may wait on the database lock for longer than the default 10 s.
+    base["GATEWAY_UPSTREAM_TIMEOUT_SECONDS"] = "30"
     base["SANDBOX_NOTIFY_RETRY_SECONDS"] = "0.5"
     # Unpaid declarations expire after a minute; both contribution replicas look every second.
     base["CONTRIBUTION_DECLARATION_TTL_MINUTES"] = "1"
