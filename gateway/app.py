@@ -94,6 +94,7 @@ def create_app(
         raise ConfigurationError(str(exc)) from exc
     signing_key = jwk.construct(settings.signing_key_pem(), "ES256")
     upstreams = settings.upstreams()
+    replicas = settings.upstream_replicas()
     timeout = settings.upstream_timeout_seconds
     upstream_http = httpx.AsyncClient(
         transport=upstream_transport,
@@ -103,16 +104,18 @@ def create_app(
     )
     # Forwarding goes through the lean client; httpx stays for the gateway's own calls (readiness, OpenAPI)
     # and stands in for it when a transport is given (services in-process).
+    metrics = GatewayMetrics()
     upstream: Upstream = (
         HttpxUpstream(upstreams, upstream_http) if upstream_transport is not None
-        else LeanUpstream(upstreams, max_connections=settings.upstream_max_connections, connect_timeout=min(timeout, 5.0))
+        else LeanUpstream(replicas, max_connections=settings.upstream_max_connections, connect_timeout=min(timeout, 5.0),
+                          probe_seconds=settings.upstream_probe_seconds,
+                          on_state=lambda s, url, up: metrics.replica_up.labels(s, url).set(1 if up else 0))
     )
     jwks_http = httpx.AsyncClient(transport=jwks_transport, timeout=httpx.Timeout(5.0), follow_redirects=False)
     registry = IssuerRegistry(
         states, http=jwks_http, now=now, refresh_interval=settings.jwks_refresh_seconds,
         cache_seconds=settings.jwks_cache_seconds,
     )
-    metrics = GatewayMetrics()
     registry.on_load = lambda name: metrics.jwks_fetches.labels(name).inc()
     limits = RateLimits(settings.rate_limit_storage, settings.rate_limit_per_principal, settings.rate_limit_per_address)
     openapi = OpenApiSource(
@@ -169,23 +172,31 @@ def create_app(
 
     @public.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> Any:
-        async def probe(name: str, base: str) -> tuple[str, str]:
+        async def probe(name: str, base: str) -> tuple[str, str, str]:
             try:
                 r = await upstream_http.get(f"{base}/readyz", timeout=min(timeout, 2.0))
-                return name, "ok" if r.status_code == 200 else f"status {r.status_code}"
+                return name, base, "ok" if r.status_code == 200 else f"status {r.status_code}"
             except httpx.HTTPError as exc:
-                return name, type(exc).__name__
-        results = dict(await asyncio.gather(*(probe(n, u) for n, u in upstreams.items())))
+                return name, base, type(exc).__name__
+        probes = await asyncio.gather(*(probe(n, u) for n, urls in replicas.items() for u in urls))
+        each: dict[str, dict[str, str]] = {n: {} for n in replicas}
+        for name, base, state in probes:
+            each[name][base] = state
+        # A service is ready when one of its replicas is; the replicas' own states are shown.
+        results = {n: "ok" if "ok" in states.values() else next(iter(states.values())) for n, states in each.items()}
         down = sorted(n for n, v in results.items() if v != "ok")
+        replicas_down = sorted(u for states in each.values() for u, v in states.items() if v != "ok")
         # Informational: keys load lazily and are retried, so an issuer without keys does not fail readiness.
         issuers = {s.config.name: "keys loaded" if s.keys else "keys not loaded" for s in registry.by_iss.values()}
         if down:
             return problem_response(
                 request, status=503, code=NotReady.code, title=NotReady.title_en,
                 detail=f"upstreams not ready: {', '.join(down)}",
-                extra={"upstreams_down": down, "upstreams": results, "issuers": issuers},
+                extra={"upstreams_down": down, "upstreams": results, "replicas": each,
+                       "replicas_down": replicas_down, "issuers": issuers},
             )
-        return {"status": "ready", "upstreams": results, "issuers": issuers}
+        return {"status": "ready", "upstreams": results, "replicas": each, "replicas_down": replicas_down,
+                "issuers": issuers}
 
     metrics_networks = settings.metrics_network_list()
     metrics_token = settings.metrics_token.get_secret_value().encode() if settings.metrics_token else None

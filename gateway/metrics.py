@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 
 class GatewayMetrics:
@@ -37,6 +44,10 @@ class GatewayMetrics:
         self.client_timeouts = Counter(
             "gateway_client_body_timeouts", "Requests answered 408: the client's body did not arrive in time",
             registry=self.registry,
+        )
+        self.replica_up = Gauge(
+            "gateway_upstream_replica_up", "1 while a service replica takes requests, 0 while it is out",
+            ["service", "replica"], registry=self.registry,
         )
         self.jwks_fetches = Counter(
             "gateway_jwks_loads", "Issuer key sets loaded, by issuer", ["issuer"], registry=self.registry,

@@ -26,12 +26,16 @@ class GatewaySettings(BaseSettings):
 
     issuers_file: Path | None = None
     signing_key_file: Path | None = None
+    # Each `<service>_url` may be a comma-separated list of replicas (round robin, a replica that
+    # refuses connections taken out until it answers its /healthz again).
     registration_url: str = "http://127.0.0.1:8001"
     contribution_url: str = "http://127.0.0.1:8002"
     card_url: str = "http://127.0.0.1:8003"
     review_url: str = "http://127.0.0.1:8004"
     upstream_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    upstream_max_connections: int = Field(default=200, gt=0)
+    upstream_max_connections: int = Field(default=200, gt=0)  # per replica
+    # First wait before probing a replica taken out (doubling up to ten times this).
+    upstream_probe_seconds: float = Field(default=1.0, gt=0, le=60)
     # Time a client has to send its whole request body (408 request_timeout after); the upstream
     # timeout only starts once the request has been sent on.
     client_body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
@@ -60,8 +64,18 @@ class GatewaySettings(BaseSettings):
         return value
 
     def upstreams(self) -> dict[str, str]:
-        """Service name -> base URL (no trailing slash)."""
-        return {name: str(getattr(self, f"{name}_url")).rstrip("/") for name in SERVICES}
+        """Service name -> base URL of its first replica (no trailing slash)."""
+        return {name: urls[0] for name, urls in self.upstream_replicas().items()}
+
+    def upstream_replicas(self) -> dict[str, list[str]]:
+        """Service name -> base URLs of its replicas (no trailing slash)."""
+        out: dict[str, list[str]] = {}
+        for name in SERVICES:
+            urls = [u.strip().rstrip("/") for u in str(getattr(self, f"{name}_url")).split(",") if u.strip()]
+            if not urls:
+                raise ConfigurationError(f"GATEWAY_{name.upper()}_URL: no URL")
+            out[name] = urls
+        return out
 
     def resolved_issuers_file(self) -> Path:
         """The issuers file: the configured one, or the default under the data directory."""

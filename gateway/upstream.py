@@ -11,6 +11,13 @@ A pooled connection idle for longer than `idle_seconds` is closed rather than re
 service's keep-alive timeout (uvicorn: 5 s) can race a request on it; a reused connection that the
 service closed before answering anything is retried once on a fresh one for idempotent methods.
 
+A service may run as several replicas (`GATEWAY_<SERVICE>_URL` a comma-separated list): requests
+go round robin over the replicas that are in. A replica that refuses the connection (or does not
+accept it within the connect timeout) is taken out and the request goes to the next one (nothing
+was sent, so any method may be retried); a background probe (GET /healthz, with back-off) puts it
+back once it answers. When every replica is out each is still tried in turn, so a service that
+comes back is found by the next request.
+
 `HttpxUpstream` offers the same interface over an httpx transport (tests that put in-process
 services behind the gateway).
 """
@@ -18,14 +25,17 @@ services behind the gateway).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
 import httpx
+
+log = logging.getLogger("socialsec.gateway")
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 HIGH_WATER = 256 * 1024  # buffered answer bytes before the connection stops reading
@@ -319,24 +329,145 @@ class _Pool:
             self.idle.pop().close()
 
 
-class LeanUpstream:
-    """The pooled HTTP/1.1 client, one pool per service."""
+class _Replica:
+    """One replica of a service: its pool, and whether it is in."""
 
-    def __init__(self, upstreams: dict[str, str], *, max_connections: int, connect_timeout: float,
-                 idle_seconds: float = 4.0) -> None:
-        self.pools = {
-            name: _Pool(url, max_connections=max_connections, connect_timeout=connect_timeout, idle_seconds=idle_seconds)
-            for name, url in upstreams.items()
+    def __init__(self, url: str, pool: _Pool) -> None:
+        self.url = url
+        self.pool = pool
+        self.down = False
+        self.error = ""
+        self.probe: asyncio.Task[None] | None = None
+
+
+class _Service:
+    """The replicas of one service, round robin over those that are in."""
+
+    def __init__(self, name: str, urls: list[str], *, max_connections: int, connect_timeout: float,
+                 idle_seconds: float, probe_seconds: float, on_state: Callable[[str, str, bool], None] | None) -> None:
+        if not urls:
+            raise ValueError(f"no upstream URL for {name}")
+        self.name = name
+        self.replicas = [
+            _Replica(url, _Pool(url, max_connections=max_connections, connect_timeout=connect_timeout,
+                                idle_seconds=idle_seconds))
+            for url in urls
+        ]
+        self.turn = 0
+        self.probe_seconds = probe_seconds
+        self.on_state = on_state
+        for replica in self.replicas:
+            self._changed(replica)
+
+    def order(self) -> list[_Replica]:
+        """The replicas to try for one request: the next of those in first, then the rest in turn, the ones out last."""
+        up = [r for r in self.replicas if not r.down]
+        down = [r for r in self.replicas if r.down]
+        if up:
+            start = self.turn % len(up)
+            self.turn += 1
+            up = up[start:] + up[:start]
+        return up + down
+
+    async def request(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> _Response:
+        failure: UpstreamConnectError | None = None
+        for replica in self.order():
+            try:
+                response = await replica.pool.request(method, target, headers, body)
+            except UpstreamConnectError as exc:  # nothing was sent: the next replica may have it
+                failure = exc
+                self.take_out(replica, str(exc))
+                continue
+            if replica.down:
+                self.put_back(replica)
+            return response
+        assert failure is not None
+        raise failure
+
+    def take_out(self, replica: _Replica, error: str) -> None:
+        replica.error = error
+        if not replica.down:
+            replica.down = True
+            replica.pool.close()
+            log.warning("upstream %s replica %s taken out: %s", self.name, replica.url, error)
+            self._changed(replica)
+        if replica.probe is None or replica.probe.done():
+            replica.probe = asyncio.get_running_loop().create_task(
+                self._probe(replica), name=f"probe-{self.name}-{replica.url}")
+
+    def put_back(self, replica: _Replica) -> None:
+        if replica.down:
+            replica.down = False
+            replica.error = ""
+            log.warning("upstream %s replica %s answers again: back in", self.name, replica.url)
+            self._changed(replica)
+
+    async def _probe(self, replica: _Replica) -> None:
+        """GET /healthz on a replica that is out, with back-off, until it answers (or a request finds it back)."""
+        delay = self.probe_seconds
+        while replica.down:
+            await asyncio.sleep(delay)
+            if not replica.down:
+                return
+            try:
+                async with asyncio.timeout(max(replica.pool.connect_timeout, 1.0)):
+                    response = await replica.pool.request(b"GET", b"/healthz", [], b"")
+                    try:
+                        async for _ in response.body(replica.pool.connect_timeout):
+                            pass
+                    finally:
+                        await response.release()
+            except (UpstreamError, TimeoutError, OSError) as exc:
+                replica.error = str(exc) or type(exc).__name__
+                delay = min(delay * 2, self.probe_seconds * 10)
+                continue
+            if response.status < 500:
+                self.put_back(replica)
+                return
+            replica.error = f"status {response.status}"
+            delay = min(delay * 2, self.probe_seconds * 10)
+
+    def _changed(self, replica: _Replica) -> None:
+        if self.on_state is not None:
+            self.on_state(self.name, replica.url, not replica.down)
+
+    def states(self) -> dict[str, str]:
+        return {r.url: f"out: {r.error}" if r.down else "in" for r in self.replicas}
+
+    async def aclose(self) -> None:
+        probes = [r.probe for r in self.replicas if r.probe is not None]
+        for probe in probes:
+            probe.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)
+        for replica in self.replicas:
+            replica.pool.close()
+
+
+class LeanUpstream:
+    """The pooled HTTP/1.1 client: per service, one pool per replica."""
+
+    def __init__(self, upstreams: dict[str, str] | dict[str, list[str]], *, max_connections: int,
+                 connect_timeout: float, idle_seconds: float = 4.0, probe_seconds: float = 1.0,
+                 on_state: Callable[[str, str, bool], None] | None = None) -> None:
+        self.services = {
+            name: _Service(name, [urls] if isinstance(urls, str) else list(urls), max_connections=max_connections,
+                           connect_timeout=connect_timeout, idle_seconds=idle_seconds, probe_seconds=probe_seconds,
+                           on_state=on_state)
+            for name, urls in upstreams.items()
         }
 
     async def request(
         self, service: str, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
     ) -> Answer:
-        return await self.pools[service].request(method, target, headers, body)
+        return await self.services[service].request(method, target, headers, body)
+
+    def states(self) -> dict[str, dict[str, str]]:
+        """Service -> replica URL -> "in" or "out: <why>" (as the forwarding sees them)."""
+        return {name: service.states() for name, service in self.services.items()}
 
     async def aclose(self) -> None:
-        for pool in self.pools.values():
-            pool.close()
+        for service in self.services.values():
+            await service.aclose()
 
 
 class _HttpxAnswer:

@@ -79,6 +79,7 @@ def protected_routes(app: Any) -> list[tuple[str, str]]:
             for param in route.dependant.path_params:
                 sample = samples.get(param.name, "00000000-0000-0000-0000-000000000001")
                 path = re.sub(r"\{" + param.name + r":month\}", "2026-07", path)
+                path = re.sub(r"\{" + param.name + r":int\}", "1", path)
                 path = re.sub(r"\{" + param.name + r"(:\w+)?\}", sample, path)
             out.append((sorted(route.methods)[0], path))
     return out
