@@ -71,7 +71,7 @@ def protected_routes(app: Any) -> list[tuple[str, str]]:
     """(method, path with sample parameters) of the routes guarded by the principal dependency."""
     from tests.helpers import make_credit_code
 
-    samples = {"credit_code": make_credit_code(), "region_code": "110105"}
+    samples = {"credit_code": make_credit_code(), "region_code": "110105", "number": "1"}
     out = []
     for full_path, route in _api_routes(app.router.routes):
         if _guarded(route.dependant) and not full_path.endswith("/_whoami"):
