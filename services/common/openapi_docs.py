@@ -290,10 +290,12 @@ def _string_example(node: dict[str, Any], name: str | None) -> Any:
     pattern = node.get("pattern", "")
     if "(0[1-9]|1[0-2])" in pattern or (name or "").endswith("month"):
         return _MONTH
-    if fmt == "date-time":
+    if fmt == "date-time" or (name or "").endswith("_at"):
         return "2026-01-15T08:00:00Z"
-    if fmt == "date":
-        return "2026-01-15"
+    if fmt == "date" or (name or "").endswith(("_date", "_from", "_to", "_on", "_until")):
+        return "2026-01-01"
+    if name in ("cursor", "next_cursor"):
+        return "MjAyNi0wMS0xNXwwYjdlM2Y1Yw"
     if fmt == "uuid" or (name or "").endswith("_id") or name == "id":
         return "0b7e3f5c-3c1e-4e7b-9a43-2f1c5d6e7a80"
     if fmt == "binary":
