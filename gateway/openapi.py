@@ -107,6 +107,7 @@ def merged_openapi(service_docs: dict[str, dict[str, Any]], *, version: str = "1
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}
     classes = _domain_classes()
+    examples: dict[str, Any] = {}  # components/examples: the rendered problems, shared by every operation
     tags: dict[str, dict[str, Any]] = {"gateway": {"name": "gateway", "description": "The public entry itself"}}
     for service in sorted(service_docs):
         doc = copy.deepcopy(service_docs[service])
@@ -118,6 +119,8 @@ def merged_openapi(service_docs: dict[str, dict[str, Any]], *, version: str = "1
         doc = _rename_refs(doc, renames)
         for name, schema in doc.get("components", {}).get("schemas", {}).items():
             schemas.setdefault(renames.get(name, name), schema)
+        for name, example in doc.get("components", {}).get("examples", {}).items():
+            examples.setdefault(name, example)
         for path, item in doc.get("paths", {}).items():
             if not path.startswith(f"/{service}/"):
                 continue
@@ -131,7 +134,7 @@ def merged_openapi(service_docs: dict[str, dict[str, Any]], *, version: str = "1
                         if own is not answer and answer["description"] not in own.get("description", ""):
                             own["description"] = f"{own.get('description')}; at the gateway: {answer['description']}"
                             own["content"] = {**own.get("content", {}), **copy.deepcopy(answer["content"])}
-                    add_problem_examples(op, classes, only=GATEWAY_RESPONSES)
+                    add_problem_examples(op, classes, only=GATEWAY_RESPONSES, registry=examples)
             paths[path] = item
         for tag in doc.get("tags", []) or []:
             if isinstance(tag, dict) and "name" in tag:
@@ -139,7 +142,7 @@ def merged_openapi(service_docs: dict[str, dict[str, Any]], *, version: str = "1
     own_paths = copy.deepcopy(GATEWAY_PATHS)
     for item in own_paths.values():
         for op in item.values():
-            add_problem_examples(op, classes)
+            add_problem_examples(op, classes, registry=examples)
     paths.update(own_paths)
     return {
         "openapi": "3.1.0",
@@ -152,7 +155,10 @@ def merged_openapi(service_docs: dict[str, dict[str, Any]], *, version: str = "1
         },
         "servers": [{"url": "/"}],
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": dict(sorted(schemas.items())), "securitySchemes": {"platformToken": SECURITY_SCHEME}},
+        "components": {
+            "schemas": dict(sorted(schemas.items())), "examples": dict(sorted(examples.items())),
+            "securitySchemes": {"platformToken": SECURITY_SCHEME},
+        },
         "security": [{"platformToken": []}, {}],
         "tags": [tags[name] for name in sorted(tags)],
     }

@@ -35,6 +35,7 @@ from services.common.errors import (
     render_validation_errors,
 )
 
+EXAMPLES_REF = "#/components/examples/"
 _CODE_TOKEN = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 _MONTH = "2026-01"
 # Valid sample values for the fields whose format a generic generator cannot guess.
@@ -133,14 +134,25 @@ def problem_codes(description: str, status: int, classes: dict[str, list[type[Do
 
 
 def problem_examples(codes: Iterable[str], status: int, classes: dict[str, list[type[DomainError]]],
-                     ) -> dict[str, Any]:
-    """One example per code and language, keyed `code (zh)` / `code (en)`."""
+                     registry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One example per code and language, keyed `code (zh)` / `code (en)`; with a registry (the
+    document's components/examples) each is stored there once and referenced."""
     out: dict[str, Any] = {}
     for code in codes:
         for lang, label in (("zh", "中文"), ("en", "English")):
+            name = f"problem_{status}_{code}_{lang}"
+            if registry is not None and name in registry:
+                out[f"{code} ({lang})"] = {"$ref": EXAMPLES_REF + name}
+                continue
             body = render_problem(code, status, lang, classes)
-            if body is not None:
-                out[f"{code} ({lang})"] = {"summary": f"{status} {code} · {label}", "value": body}
+            if body is None:
+                continue
+            example = {"summary": f"{status} {code} · {label}", "value": body}
+            if registry is None:
+                out[f"{code} ({lang})"] = example
+            else:
+                registry[name] = example
+                out[f"{code} ({lang})"] = {"$ref": EXAMPLES_REF + name}
     return out
 
 
@@ -191,7 +203,8 @@ def _input_codes(op: dict[str, Any], components: dict[str, Any]) -> set[str]:
 
 
 def add_problem_examples(op: dict[str, Any], classes: dict[str, list[type[DomainError]]],
-                         components: dict[str, Any] | None = None, only: Iterable[str] | None = None) -> None:
+                         components: dict[str, Any] | None = None, only: Iterable[str] | None = None,
+                         registry: dict[str, Any] | None = None) -> None:
     """List the codes of every problem answer of an operation (or of the `only` statuses) and give their
     real renderings."""
     statuses = set(only) if only is not None else None
@@ -210,7 +223,7 @@ def add_problem_examples(op: dict[str, Any], classes: dict[str, list[type[Domain
         known = set(answer.get("x-problem-codes", []))
         answer["x-problem-codes"] = sorted(known | set(codes))
         examples = media.setdefault("examples", {})
-        for key, ex in problem_examples(answer["x-problem-codes"], int(status), classes).items():
+        for key, ex in problem_examples(answer["x-problem-codes"], int(status), classes, registry).items():
             examples.setdefault(key, ex)
         if not examples:
             media.pop("examples")
@@ -416,6 +429,7 @@ def document_operations(schema: dict[str, Any], routes: Iterable[Any]) -> None:
 
     classes = _domain_classes()
     components = schema.get("components", {}).get("schemas", {})
+    registry: dict[str, Any] = schema.setdefault("components", {}).setdefault("examples", {})
     paths = schema.get("paths", {})
     for route in api_routes(routes):
         if not route.include_in_schema:
@@ -432,6 +446,7 @@ def document_operations(schema: dict[str, Any], routes: Iterable[Any]) -> None:
                 op["security"] = [{"platformToken": []}, {}] if optional else [{"platformToken": []}]
             else:
                 op["security"] = []
-            add_problem_examples(op, classes, components)
+            add_problem_examples(op, classes, components, registry=registry)
             add_body_examples(op, components)
             describe(op, takes, optional, rules)
+    schema["components"]["examples"] = dict(sorted(registry.items()))
