@@ -59,8 +59,26 @@ FIELD_EXAMPLES: dict[str, Any] = {
 # --------------------------------------------------------------------------- problem codes
 
 
+_OWN_PACKAGES = ("services", "gateway")
+
+
+def _import_own_modules() -> None:
+    """Import every module of the services and the gateway (migrations aside), so the codes a document
+    knows do not depend on what else the process happened to import."""
+    import importlib
+    import pkgutil
+
+    for package_name in _OWN_PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.walk_packages(package.__path__, prefix=package_name + "."):
+            if ".migrations" in info.name or info.name.endswith(("__main__", ".serve")):
+                continue
+            importlib.import_module(info.name)
+
+
 def _domain_classes() -> dict[str, list[type[DomainError]]]:
-    """Every DomainError class loaded in the process, by code."""
+    """Every DomainError class of the services and the gateway, by code (in a stable order)."""
+    _import_own_modules()
     out: dict[str, list[type[DomainError]]] = {}
     stack: list[type[DomainError]] = [DomainError]
     seen: set[type[DomainError]] = set()
@@ -70,7 +88,10 @@ def _domain_classes() -> dict[str, list[type[DomainError]]]:
             if sub not in seen:
                 seen.add(sub)
                 stack.append(sub)
-                out.setdefault(sub.code, []).append(sub)
+                if sub.__module__.split(".")[0] in _OWN_PACKAGES:
+                    out.setdefault(sub.code, []).append(sub)
+    for classes in out.values():
+        classes.sort(key=lambda c: (c.__module__.startswith("gateway."), c.__module__, c.__qualname__))
     return out
 
 
