@@ -19,7 +19,9 @@ from typing import Any
 
 import httpx
 
+import gateway.errors  # noqa: F401  (its problem classes render the gateway's examples)
 from services.common.errors import PROBLEM_SCHEMA
+from services.common.openapi_docs import _domain_classes, add_problem_examples
 
 log = logging.getLogger("socialsec.gateway.openapi")
 
@@ -38,25 +40,38 @@ _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schema
 GATEWAY_PATHS: dict[str, Any] = {
     "/healthz": {"get": {
         "tags": ["gateway"], "summary": "Liveness: the gateway answers", "operationId": "gateway_healthz",
-        "security": [{}],
-        "responses": {"200": {"description": "alive", "content": {"application/json": {"schema": {"type": "object"}}}}},
+        "description": "The gateway process answers; it does not ask the services.\n\n**Callers**: public, no token.",
+        "security": [],
+        "responses": {"200": {"description": "alive", "content": {"application/json": {
+            "schema": {"type": "object"}, "example": {"status": "ok"}}}}},
     }},
     "/readyz": {"get": {
         "tags": ["gateway"], "summary": "Readiness: every upstream service answers its /readyz",
-        "operationId": "gateway_readyz", "security": [{}],
+        "operationId": "gateway_readyz", "security": [],
+        "description": "Asks every upstream service's /readyz; 503 `not_ready` names the services down in "
+        "`upstreams_down`.\n\n**Callers**: public, no token.",
         "responses": {
-            "200": {"description": "every upstream ready", "content": {"application/json": {"schema": {"type": "object"}}}},
+            "200": {"description": "every upstream ready", "content": {"application/json": {
+                "schema": {"type": "object"}, "example": {"status": "ready"}}}},
             "503": {"description": "not_ready, with `upstreams_down`", "content": _PROBLEM},
         },
     }},
     "/metrics": {"get": {
-        "tags": ["gateway"], "summary": "Prometheus metrics", "operationId": "gateway_metrics", "security": [{}],
-        "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        "tags": ["gateway"], "summary": "Prometheus metrics", "operationId": "gateway_metrics", "security": [],
+        "description": "The gateway's request counters and latencies in the Prometheus text format; refused with "
+        "403 `metrics_forbidden` outside the monitoring networks unless the metrics token is given.\n\n**Callers**: public, no token.",
+        "responses": {
+            "200": {"description": "Prometheus text format", "content": {"text/plain": {
+                "schema": {"type": "string"},
+                "example": "# HELP gateway_requests_total Requests answered\n# TYPE gateway_requests_total counter\n"}}},
+            "403": {"description": "metrics_forbidden: not from a monitoring network", "content": _PROBLEM},
+        },
     }},
 }
 
 GATEWAY_RESPONSES: dict[str, dict[str, Any]] = {
-    "401": {"description": "token refused (see the bearer scheme for the codes) or principal required", "content": _PROBLEM},
+    "401": {"description": "token refused: token_invalid, token_expired, issuer_untrusted, signature_invalid (see the "
+            "bearer scheme for every code)", "content": _PROBLEM},
     "413": {"description": "payload_too_large: body over the gateway's limit", "content": _PROBLEM},
     "429": {"description": "rate_limited, with Retry-After", "content": _PROBLEM},
     "503": {"description": "upstream_unavailable", "content": _PROBLEM},
@@ -91,6 +106,8 @@ def merged_openapi(service_docs: dict[str, dict[str, Any]], *, version: str = "1
     """
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}
+    classes = _domain_classes()
+    examples: dict[str, Any] = {}  # components/examples: the rendered problems, shared by every operation
     tags: dict[str, dict[str, Any]] = {"gateway": {"name": "gateway", "description": "The public entry itself"}}
     for service in sorted(service_docs):
         doc = copy.deepcopy(service_docs[service])
@@ -102,6 +119,8 @@ def merged_openapi(service_docs: dict[str, dict[str, Any]], *, version: str = "1
         doc = _rename_refs(doc, renames)
         for name, schema in doc.get("components", {}).get("schemas", {}).items():
             schemas.setdefault(renames.get(name, name), schema)
+        for name, example in doc.get("components", {}).get("examples", {}).items():
+            examples.setdefault(name, example)
         for path, item in doc.get("paths", {}).items():
             if not path.startswith(f"/{service}/"):
                 continue
@@ -115,11 +134,16 @@ def merged_openapi(service_docs: dict[str, dict[str, Any]], *, version: str = "1
                         if own is not answer and answer["description"] not in own.get("description", ""):
                             own["description"] = f"{own.get('description')}; at the gateway: {answer['description']}"
                             own["content"] = {**own.get("content", {}), **copy.deepcopy(answer["content"])}
+                    add_problem_examples(op, classes, only=GATEWAY_RESPONSES, registry=examples)
             paths[path] = item
         for tag in doc.get("tags", []) or []:
             if isinstance(tag, dict) and "name" in tag:
                 tags.setdefault(tag["name"], tag)
-    paths.update(copy.deepcopy(GATEWAY_PATHS))
+    own_paths = copy.deepcopy(GATEWAY_PATHS)
+    for item in own_paths.values():
+        for op in item.values():
+            add_problem_examples(op, classes, registry=examples)
+    paths.update(own_paths)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -131,7 +155,10 @@ def merged_openapi(service_docs: dict[str, dict[str, Any]], *, version: str = "1
         },
         "servers": [{"url": "/"}],
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": dict(sorted(schemas.items())), "securitySchemes": {"platformToken": SECURITY_SCHEME}},
+        "components": {
+            "schemas": dict(sorted(schemas.items())), "examples": dict(sorted(examples.items())),
+            "securitySchemes": {"platformToken": SECURITY_SCHEME},
+        },
         "security": [{"platformToken": []}, {}],
         "tags": [tags[name] for name in sorted(tags)],
     }

@@ -32,6 +32,7 @@ from services.common.logging import configure_logging
 from services.common.middleware import RequestContextMiddleware, Utf8JsonMiddleware
 from services.common.migrate import upgrade_async
 from services.common.nats_events import NatsEvents
+from services.common.openapi_docs import document_operations
 from services.common.paths import IdConvertor, MonthConvertor, is_id_parameter
 from services.common.pii import configure_pii
 from services.common.principal import decode_principal
@@ -232,6 +233,7 @@ def _add_security_scheme(app: FastAPI) -> None:
         schema["security"] = [{"platformToken": []}, {}]
         complete_operations(schema, app.routes)
         _one_parameter_each(schema)
+        document_operations(schema, app.routes)
         app.openapi_schema = schema
         return schema
 

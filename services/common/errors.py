@@ -270,8 +270,12 @@ async def _handle_domain(request: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    return render_validation_errors(request, list(exc.errors()))
+
+
+def render_validation_errors(request: Request, raw: list[Any]) -> JSONResponse:
+    """Render pydantic's error list: 400 malformed_body for bad JSON, else 422 with per-field errors."""
     en = wants_english(request)
-    raw = list(exc.errors())
     if any(e.get("type") == "json_invalid" for e in raw):
         err = MalformedBody()
         return problem_response(

@@ -291,6 +291,10 @@ def require(
         )
 
     dependency.principal_guard = True  # type: ignore[attr-defined]  # the OpenAPI document lists 401 and 403
+    # Who may call, as the OpenAPI operation's description states it (services.common.openapi_docs).
+    dependency.principal_rule = {  # type: ignore[attr-defined]
+        "kinds": kinds_t, "min_level": min_level, "fresh": fresh, "face": face, "channel_kinds": ck, "roles": rl,
+    }
     return dependency
 
 

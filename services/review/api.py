@@ -326,8 +326,8 @@ async def submit_declaration(
 
 @router.get(
     "/employers/{credit_code}/annual-declarations/{year}/receipt",
-    summary="The declaration receipt as a PDF in Chinese",
-    responses={200: {"content": {"application/pdf": {}}}, **_EMPLOYER_404},
+    summary="The declaration receipt as a PDF in Chinese", response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "the receipt (PDF)"}, **_EMPLOYER_404},
 )
 async def receipt(
     request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,

@@ -39,9 +39,16 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 # WeChat Pay reads its own failure shape, not a problem document.
-_WECHAT_FAIL = {"application/json": {"schema": {
+_WECHAT_FAIL_SCHEMA = {
     "type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}, "required": ["code"],
-}}}
+}
+
+
+def _wechat_fail(reason: str) -> dict[str, Any]:
+    """WeChat Pay's own answer format (not a problem document), with the refusal's reason as the message."""
+    return {"application/json": {"schema": _WECHAT_FAIL_SCHEMA, "example": {"code": "FAIL", "message": reason}}}
+
+
 
 
 async def _body(request: Request) -> bytes:
@@ -105,8 +112,9 @@ async def open_payment(
 @router.post(
     "/notify/alipay", response_class=PlainTextResponse,
     summary="Alipay trade notification (signed form); answers `success` when handled",
-    responses={400: {"description": "`fail`: not verified or not acceptable; Alipay resends",
-                     "content": {"text/plain": {"schema": {"type": "string", "enum": ["fail"]}}}}},
+    responses={200: {"description": "handled", "content": {"text/plain": {"example": "success"}}},
+               400: {"description": "`fail`: not verified or not acceptable; Alipay resends",
+                     "content": {"text/plain": {"schema": {"type": "string", "enum": ["fail"]}, "example": "fail"}}}},
 )
 async def notify_alipay(request: Request, session: DbSession) -> Response:
     handled = await service.handle_alipay_notification(
@@ -118,9 +126,10 @@ async def notify_alipay(request: Request, session: DbSession) -> Response:
 @router.post(
     "/notify/wechatpay", status_code=204,
     summary="WeChat Pay notification (signed, encrypted JSON); 204 when handled",
-    responses={400: {"description": '{"code": "FAIL", "message": ...}', "content": _WECHAT_FAIL},
-               401: {"description": "signature not verified", "content": _WECHAT_FAIL},
-               404: {"description": "unknown order", "content": _WECHAT_FAIL}},
+    responses={400: {"description": '{"code": "FAIL", "message": ...}: not ours, amount mismatch, not decrypted',
+                     "content": _wechat_fail("amount_mismatch")},
+               401: {"description": "signature not verified", "content": _wechat_fail("signature")},
+               404: {"description": "unknown order", "content": _wechat_fail("unknown_order")}},
 )
 async def notify_wechatpay(request: Request, session: DbSession) -> Response:
     status, reason = await service.handle_wechat_notification(
