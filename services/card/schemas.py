@@ -48,7 +48,7 @@ CardNo = Annotated[AsciiText, BeforeValidator(_upper_strip), Field(
     pattern=r"^[A-Z][0-9]{8}$", examples=["J12345678"],
     json_schema_extra={"pattern": r"^\s*[A-Za-z][0-9]{8}\s*$"},
 )]
-Pin = Annotated[AsciiText, Field(pattern=r"^[0-9]{6}$", min_length=6, max_length=6)]
+Pin = Annotated[AsciiText, Field(pattern=r"^[0-9]{6}$", min_length=6, max_length=6, json_schema_extra={"pattern": "^[0-9]{6}$"})]
 HolderName = Annotated[PersonName, Field(max_length=50)]
 
 

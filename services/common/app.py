@@ -233,11 +233,29 @@ def _add_security_scheme(app: FastAPI) -> None:
         schema["security"] = [{"platformToken": []}, {}]
         complete_operations(schema, app.routes)
         _one_parameter_each(schema)
+        _json_schema_bounds(schema)
         document_operations(schema, app.routes)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def _json_schema_bounds(node: Any) -> None:
+    """Bounds on a number read through a validator come out as pydantic's `ge`/`le`: name them as JSON Schema does."""
+    if isinstance(node, dict):
+        if node.get("type") in ("integer", "number"):
+            for ours, standard in _BOUNDS.items():
+                if ours in node:
+                    node.setdefault(standard, node.pop(ours))
+        for value in node.values():
+            _json_schema_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _json_schema_bounds(value)
 
 
 def _one_parameter_each(schema: dict[str, Any]) -> None:

@@ -13,9 +13,9 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Header, Request, Response
+from fastapi import Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, event, select
@@ -137,21 +137,14 @@ def _replay(row: IdempotencyKey) -> Response:
     return resp
 
 
-async def claim_key(
-    request: Request,
-    session: DbSession,
-    idempotency_key: Annotated[str | None, Header(
-        alias=HEADER, description="Any 1-200 printable ASCII characters: the same key and body within 24 h "
-        "replays the first answer (header Idempotent-Replayed: true); the same key with another body is 422 "
-        "idempotency_key_reused.",
-    )] = None,
-) -> None:
+async def claim_key(request: Request, session: DbSession) -> None:
     """Claim (principal, Idempotency-Key) for this POST, or replay what that key answered.
 
     The key is claimed by an INSERT in the request's transaction: a concurrent request
-    with the same key waits on the unique index, then replays.
+    with the same key waits on the unique index, then replays. (Read from the headers
+    rather than declared as a parameter: a route that requires the key documents it.)
     """
-    key = idempotency_key
+    key = request.headers.get(HEADER)
     if key is None:
         return
     if not (1 <= len(key) <= 200) or not key.isprintable() or not key.isascii():

@@ -227,6 +227,8 @@ def _month(value: object) -> str:
 
 
 _INT_RE = re.compile(r"^[0-9]{1,18}$")
+# The documented shape of a month: the years the check accepts, 1951-2100.
+_MONTH_PATTERN = "^(195[1-9]|19[6-9][0-9]|20[0-9][0-9]|2100)-(0[1-9]|1[0-2])$"
 
 
 def _ascii_int(value: object) -> object:
@@ -315,8 +317,12 @@ def _unit_text(value: object) -> object:
 
 register_validation_code("text_invalid", "不能包含控制字符或格式字符")
 
-_ID_PATTERN = "^[0-9]{17}[0-9Xx]$"
-_USCC_PATTERN = "^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$"
+_PROVINCE_PATTERN = "(1[1-5]|2[1-3]|3[1-7]|4[1-6]|5[0-4]|6[1-5]|71|81|82)"
+_ID_PATTERN = "^" + _PROVINCE_PATTERN + "[0-9]{15}[0-9Xx]$"
+_USCC_PATTERN = (
+    "^(1[1239]|2[19]|3[1-59]|4[19]|5[1239]|6[129]|7[129]|8[19]|9[123]|A[19]|N[1239]|Y1)"
+    "(" + _PROVINCE_PATTERN[1:-1] + "|10)[0-9]{4}[0-9A-HJ-NPQRTUWXY]{10}$"
+)
 
 IdNumber = Annotated[
     str, Field(max_length=32, examples=["11010519491231002X"], json_schema_extra={"pattern": _ID_PATTERN}),
@@ -328,10 +334,10 @@ CreditCode = Annotated[
 ]
 # No length bounds on the field itself: every malformed code (short, long, letters)
 # reaches the validator and answers `region_code_invalid`, not `validation_failed`.
-RegionCode = Annotated[str, Field(examples=["110105"], json_schema_extra={"pattern": "^[1-9][0-9]{5}$"}),
+RegionCode = Annotated[str, Field(examples=["110105"], json_schema_extra={"pattern": "^" + _PROVINCE_PATTERN + "[0-9]{4}$"}),
                        AfterValidator(_region_code)]
 Month = Annotated[
-    str, Field(max_length=7, examples=["2026-03"], json_schema_extra={"pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"}),
+    str, Field(max_length=7, examples=["2026-03"], json_schema_extra={"pattern": _MONTH_PATTERN}),
     AfterValidator(_month),
 ]
 PersonName = Annotated[str, Field(max_length=200, examples=["张三"]), AfterValidator(_person_name)]

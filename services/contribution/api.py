@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import Field
 
 from services.common.clock import Clock
 from services.common.db import DbSession
@@ -298,7 +299,7 @@ async def get_agency_declaration(session: DbSession, principal: Agency, declarat
 @router.get("/me/records", response_model=RecordsOut, summary="My paid months per insurance, the gaps, months to a pension")
 async def my_records(
     request: Request, session: DbSession, principal: Citizen1,
-    year: Annotated[AsciiInt | None, Query(ge=1990, le=2100)] = None,
+    year: Annotated[Annotated[AsciiInt, Field(ge=1990, le=2100)] | None, Query()] = None,
 ) -> RecordsOut:
     clock = _clock(request)
     assert principal.id_number

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from services.common.audit import record_audit
 from services.common.db import DbSession, DbWriteSession
@@ -349,7 +349,7 @@ async def receipt(
 async def staff_list_declarations(
     session: DbSession, principal: Reviewer,
     status: Annotated[DeclarationStatus | None, Query()] = None,
-    year: Annotated[AsciiInt | None, Query(ge=2000, le=2100)] = None,
+    year: Annotated[Annotated[AsciiInt, Field(ge=2000, le=2100)] | None, Query()] = None,
     limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Any:
