@@ -100,7 +100,7 @@ def mask_name(value: str | None) -> str | None:
     return "*" + value[1:] if len(value) > 1 else "*"
 
 
-_ID_RE = re.compile(r"(?<![0-9A-Za-z])(\d{6})(\d{8})(\d{3}[0-9Xx])(?![0-9A-Za-z])")
+_ID_RE = re.compile(r"(?<![0-9A-Za-z])([0-9０-９]{6})([0-9０-９]{8})([0-9０-９]{3}[0-9０-９XxＸｘ])(?![0-9A-Za-z])")
 
 
 def redact(text: str) -> str:
