@@ -34,6 +34,7 @@ from gateway.tokens import bearer_token, verify_token
 from gateway.upstream import Upstream, UpstreamError
 from services.common.context import request_id_var
 from services.common.errors import DomainError, MalformedBody, render_domain_error
+from services.common.identifiers import ascii_digits
 from services.common.principal import PRINCIPAL_TTL_SECONDS, encode_principal
 
 log = logging.getLogger("socialsec.gateway")
@@ -131,7 +132,7 @@ class Forwarder:
         length_header = _header(headers, b"content-length")
         length: int | None = None
         if length_header is not None:
-            if not (length_header.isascii() and length_header.isdigit()):
+            if not ascii_digits(length_header):
                 raise MalformedBody(detail_en="invalid Content-Length", detail_zh="Content-Length 无效")
             length = int(length_header)
             if length > max_bytes:

@@ -34,7 +34,7 @@ from gateway.errors import (
     TokenTooLarge,
 )
 from gateway.issuers import EC_CURVE_OF, KEY_TYPE_OF, IssuerConfig, IssuerRegistry, Verified
-from services.common.identifiers import normalize_credit_code, normalize_id_number
+from services.common.identifiers import ascii_digits, normalize_credit_code, normalize_id_number
 from services.common.principal import ChannelKind, PrincipalKind, StaffRole
 
 MAX_TOKEN_BYTES = 8192
@@ -175,7 +175,7 @@ def _integer(claims: dict[str, Any], cfg: IssuerConfig, ours: str) -> int | None
     value = claims.get(cfg.claim(ours))
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 12:
+    if isinstance(value, str) and ascii_digits(value.strip()) and len(value.strip()) <= 12:
         return int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise ClaimInvalid(params={"claim": ours})

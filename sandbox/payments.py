@@ -42,6 +42,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from services.common.identifiers import ascii_digits
+
 log = logging.getLogger("socialsec.sandbox.payments")
 
 router = APIRouter(tags=["sandbox payments"])
@@ -359,7 +361,7 @@ async def wechat_jsapi(request: Request) -> Response:
     message = f"{request.method}\n{path}\n{auth.get('timestamp')}\n{auth.get('nonce_str')}\n".encode() + body + b"\n"
     ts = auth.get("timestamp", "")
     if (
-        not (ts.isascii() and ts.isdigit()) or abs(int(ts) - st.now()) > 300
+        not ascii_digits(ts) or abs(int(ts) - st.now()) > 300
         or not _verify(st._key("wechatpay-merchant.pub.pem"), message, auth.get("signature", ""))
     ):
         return st.wechat_error(401, "SIGN_ERROR", "签名错误")

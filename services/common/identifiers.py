@@ -40,6 +40,14 @@ def to_ascii(value: str) -> str:
     return value.translate(_FULL_WIDTH)
 
 
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
+def ascii_digits(value: str) -> bool:
+    """True for a non-empty run of ASCII digits only (what `int()` may then read)."""
+    return _ASCII_DIGITS.fullmatch(value) is not None
+
+
 def _clean(value: str) -> str:
     return to_ascii(value).strip()
 

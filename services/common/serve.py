@@ -25,6 +25,8 @@ import sys
 import threading
 import time
 
+from services.common.identifiers import ascii_digits
+
 APPS = {
     "gateway": "gateway.app:app",
     "registration": "services.registration.app:app",
@@ -59,7 +61,7 @@ def workers_for(name: str, env: dict[str, str] | None = None) -> int:
         return 1
     if raw == "auto":
         return cpu_count()
-    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+    if not ascii_digits(raw) or int(raw) < 1:
         raise WorkersSettingError(f"{var} must be a positive integer or 'auto', not {raw!r}")
     return int(raw)
 

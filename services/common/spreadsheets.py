@@ -37,7 +37,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from services.common.errors import DomainError
-from services.common.identifiers import to_ascii
+from services.common.identifiers import ascii_digits, to_ascii
 
 log = logging.getLogger("socialsec.spreadsheets")
 
@@ -122,7 +122,7 @@ async def read_upload(request: Request) -> Upload:
     """The `file` part of a multipart body, at most MAX_BYTES (413 beyond, before the body is parsed when the
     length is announced)."""
     length = request.headers.get("content-length")
-    if length is not None and length.isascii() and length.isdigit() and int(length) > MAX_BYTES + _ENVELOPE_BYTES:
+    if length is not None and ascii_digits(length) and int(length) > MAX_BYTES + _ENVELOPE_BYTES:
         raise FileTooLarge(params={"max_bytes": MAX_BYTES})
     if not is_multipart(request):
         raise FileMissing()

@@ -11,7 +11,7 @@ from datetime import date
 from enum import StrEnum
 
 from services.common.enums import Insurance
-from services.common.identifiers import month_from_index, month_index
+from services.common.identifiers import ascii_digits, month_from_index, month_index
 from services.contribution.enums import LinePayer
 
 MONTHS_AHEAD = 12
@@ -69,7 +69,7 @@ def parse_window(window: str) -> tuple[str, int]:
         return window, 0
     if window.startswith("months:"):
         n = window.split(":", 1)[1]
-        if n.isascii() and n.isdigit() and 0 < int(n) <= 600:
+        if ascii_digits(n) and 0 < int(n) <= 600:
             return "months", int(n)
     raise ValueError(f"unknown back-pay window {window!r}")
 

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from services.common.clock import SHANGHAI
+from services.common.identifiers import ascii_digits
 from services.contribution.payments.money import fen_to_yuan
 
 METHOD_TRADE_CREATE = "alipay.trade.create"
@@ -67,7 +68,7 @@ def rsa2_verify(content: str, signature: str, key: RSAPublicKey) -> bool:
 
 def buyer_field(user_id: str) -> str:
     """Alipay's payer field: `buyer_id` for a 2088... user id, else the newer `buyer_open_id`."""
-    return "buyer_id" if len(user_id) == 16 and user_id.startswith("2088") and user_id.isascii() and user_id.isdigit() else "buyer_open_id"
+    return "buyer_id" if len(user_id) == 16 and user_id.startswith("2088") and ascii_digits(user_id) else "buyer_open_id"
 
 
 @dataclass(frozen=True)

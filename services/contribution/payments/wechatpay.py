@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from services.common.identifiers import ascii_digits
+
 SCHEMA = "WECHATPAY2-SHA256-RSA2048"
 JSAPI_PATH = "/v3/pay/transactions/jsapi"
 MAX_NOTIFICATION_BYTES = 64 * 1024
@@ -129,7 +131,7 @@ def verify_signed_message(
     kind = headers.get("wechatpay-signature-type") or headers.get("Wechatpay-Signature-Type")
     if kind and kind != SCHEMA:
         raise NotificationRejected("signature_type")
-    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
+    if not ascii_digits(timestamp) or len(timestamp) > 12:
         raise NotificationRejected("timestamp")
     if abs(now - int(timestamp)) > tolerance:
         raise NotificationRejected("stale")
