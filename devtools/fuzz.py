@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from devtools.run import SERVICES, Ports, Stack, prepare, stack_env
+from devtools.run import SERVICES, Ports, Stack, free_ports, prepare, stack_env
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "fuzz.toml"
@@ -56,18 +55,6 @@ def personas() -> dict[str, dict[str, Any]]:
     }
 
 
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _token(sandbox: str, persona: dict[str, Any]) -> str:
     body = {**persona, "auth_time": int(time.time()), "ttl_seconds": 3600}
     r = httpx.post(f"{sandbox}/sandbox/tokens", json=body, timeout=10)
@@ -77,7 +64,7 @@ def _token(sandbox: str, persona: dict[str, Any]) -> str:
 
 def start_stack(var_dir: Path) -> tuple[Stack, Ports]:
     """The whole stack on SQLite files under var_dir, rate limits out of the fuzzer's way."""
-    p = _free_ports(6)
+    p = free_ports(6)
     ports = Ports(gateway=p[0], registration=p[1], contribution=p[2], card=p[3], review=p[4], sandbox=p[5])
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SOCIALSEC_", "GATEWAY_", "SANDBOX_", "TEST_"))}
     base.update({f"{s.upper()}_DATABASE_URL": f"sqlite+aiosqlite:///{var_dir}/{s}.db" for s in SERVICES})

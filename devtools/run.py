@@ -19,6 +19,7 @@ import argparse
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -43,6 +44,19 @@ class Ports:
 
     def of(self, name: str) -> int:
         return int(getattr(self, name))
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct loopback ports free right now (held together while chosen, so never the same twice)."""
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
 
 
 def stack_env(var_dir: Path, ports: Ports, host: str = "127.0.0.1", base: dict[str, str] | None = None) -> dict[str, str]:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from devtools.run import free_ports
+
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes through /proc"),
@@ -42,18 +44,6 @@ REAL_ROUNDS = int(os.environ.get("RUN_SIGNAL_ROUNDS_REAL", "4"))
 SEED = int(os.environ.get("RUN_SIGNAL_SEED", "20261202"))
 DEADLINE = 10.0
 UP = "socialsec is up"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _port_free(port: int) -> bool:
@@ -143,7 +133,7 @@ def var_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pat
 
 
 def _start(var_dir: Path, light: bool, n: int) -> Runner:
-    ports = _free_ports(len(NAMES))
+    ports = free_ports(len(NAMES))
     args = [f"--port={name}={port}" for name, port in zip(NAMES, ports, strict=True)]
     if light:
         args += [f"--app={name}=tests.devtools.tiny_app:app" for name in NAMES]

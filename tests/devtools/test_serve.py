@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools.run import free_ports
 from services.common.serve import WorkersSettingError, cpu_count, workers_for
-from tests.devtools.test_run_signals import _free_ports, _port_free, _processes_of
+from tests.devtools.test_run_signals import _port_free, _processes_of
 
 
 def test_worker_count_setting() -> None:
@@ -33,7 +34,7 @@ def test_a_service_with_two_workers_on_a_fresh_database(tmp_path: Path) -> None:
     from devtools.keys import ensure_dev_keys
 
     ensure_dev_keys(tmp_path)
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SOCIALSEC_", "CONTRIBUTION_", "TEST_"))}
     env.update(SOCIALSEC_VAR_DIR=str(tmp_path), CONTRIBUTION_WORKERS="2", SOCIALSEC_LOG_JSON="false")
     log = tmp_path / "serve.log"

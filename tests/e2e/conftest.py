@@ -21,20 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from devtools.run import SERVICES, Ports, Stack, prepare, stack_env
+from devtools.run import SERVICES, Ports, Stack, free_ports, prepare, stack_env
 from tests.conftest import BACKENDS, _pg_admin, _pg_url
-
-
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _nats_answers(url: str) -> bool:
@@ -85,7 +73,7 @@ def running_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
     each with the feed transport and with NATS JetStream when a nats-server answers."""
     backend, transport = request.param
     var_dir = Path(tempfile.mkdtemp(prefix="socialsec-e2e-"))
-    p = _free_ports(6)
+    p = free_ports(6)
     ports = Ports(gateway=p[0], registration=p[1], contribution=p[2], card=p[3], review=p[4], sandbox=p[5])
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SOCIALSEC_", "GATEWAY_", "SANDBOX_", "TEST_"))}
     databases: list[str] = []

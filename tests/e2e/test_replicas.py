@@ -30,10 +30,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from devtools.run import SERVICES, Ports, Stack, _drain, commands, prepare, stack_env
+from devtools.run import SERVICES, Ports, Stack, _drain, commands, free_ports, prepare, stack_env
 from services.contracts.contribution import DECLARATION_EXPIRED
 from tests.conftest import BACKENDS, _pg_admin, _pg_url
-from tests.e2e.conftest import E2E, NATS_URL, TRANSPORTS, RunningStack, _delete_streams, _free_ports
+from tests.e2e.conftest import E2E, NATS_URL, TRANSPORTS, RunningStack, _delete_streams
 from tests.helpers import make_id_number
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +51,7 @@ class ReplicatedStack(RunningStack):
 def replicated_stack(request: pytest.FixtureRequest) -> Iterator[ReplicatedStack]:
     backend, transport = request.param
     var_dir = Path(tempfile.mkdtemp(prefix="socialsec-replicas-"))
-    p = _free_ports(10)
+    p = free_ports(10)
     ports = Ports(gateway=p[0], registration=p[1], contribution=p[2], card=p[3], review=p[4], sandbox=p[5])
     second = Ports(gateway=p[0], registration=p[6], contribution=p[7], card=p[8], review=p[9], sandbox=p[5])
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SOCIALSEC_", "GATEWAY_", "SANDBOX_", "TEST_"))}
