@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,8 @@ log = logging.getLogger("socialsec.nats")
 
 # One relay per producer database at a time (each service has its own database).
 RELAY_LOCK_KEY = 0x50C1A15EC
+# How old a consumer's pending count may be when requests wait on it.
+LAG_FRESH_SECONDS = 0.1
 
 
 class Names:
@@ -185,6 +188,8 @@ class NatsConsumer:
         self.handlers = dict(handlers)
         self.db = events.db
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._lag_lock = asyncio.Lock()
+        self._lag_cache: tuple[float, int] | None = None
 
     @property
     def stream(self) -> str:
@@ -264,17 +269,35 @@ class NatsConsumer:
         info = await self._sub.consumer_info()
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
+    async def _lag_now(self) -> int:
+        """`lag()`, asked of JetStream at most every `LAG_FRESH_SECONDS` however many requests wait."""
+        async with self._lag_lock:
+            now = time.monotonic()
+            if self._lag_cache is None or now - self._lag_cache[0] > LAG_FRESH_SECONDS:
+                self._lag_cache = (time.monotonic(), await self.lag())
+            return self._lag_cache[1]
+
     async def catch_up(self, within_seconds: float) -> bool:
-        """Apply what is pending on the stream now (and what the producer's relay is about to publish)."""
+        """Wait until what the producer has published so far is applied (by any replica of this service).
+
+        A request never fetches or applies events itself: the consumer's own loop does, so a request's
+        deadline can never interrupt an event half-applied and leave it unacked (with one event in flight
+        per consumer, an unacked event holds back every later one for the whole ack wait). The producer's
+        relay publishes a just-committed event within its interval, so the wait lasts at least two of them.
+        """
         if self._sub is None:
             return False
+        start = time.monotonic()
+        deadline = start + within_seconds
+        settle = min(within_seconds, 2 * self.events.common.nats_relay_interval_seconds + 0.05)
         try:
-            async with asyncio.timeout(within_seconds):
-                while True:
-                    if await self.poll_once(wait=0.3):
-                        continue
-                    if await self.lag() == 0:
-                        return True
+            while True:
+                now = time.monotonic()
+                if now - start >= settle and await self._lag_now() == 0:
+                    return True
+                if now >= deadline:
+                    return False
+                await asyncio.sleep(min(LAG_FRESH_SECONDS, max(deadline - now, 0)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:

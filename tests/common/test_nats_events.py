@@ -227,20 +227,54 @@ async def test_replicas_share_one_durable_consumer_and_divide_the_work(pair, nat
         await prod.aclose()
 
 
-async def test_catch_up_applies_what_is_pending(pair, nats_common):
+async def test_catch_up_waits_for_the_consumer_loop_to_apply_what_is_pending(pair, nats_common):
     producer, consumer_svc = pair
     prod = NatsEvents(common=nats_common, service="registration", db=producer.db, consumers={})
     cons = NatsEvents(common=nats_common, service="contribution", db=consumer_svc.db,
                       consumers={"registration": {"test.thing.v1": _handler}}, relay=False)
     await prod.connect()
-    await cons.connect()
+    stop = asyncio.Event()
+    task = asyncio.create_task(cons.run(stop))
     try:
+        await asyncio.wait_for(cons.ready.wait(), 10)
         await _emit(producer, 3)
         assert prod.relay is not None
         await prod.relay.publish_once()
         assert await cons.consumers[0].catch_up(10) is True
         assert await _names(consumer_svc) == ["e0", "e1", "e2"]
     finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await cons.aclose()
+        await prod.aclose()
+
+
+async def test_requests_giving_up_on_catch_up_never_leave_an_event_half_applied(pair, nats_common):
+    """Many requests wait with short deadlines while events flow: none of them holds an event
+    unacked, so everything is applied long before the ack wait (5 s here) could redeliver it."""
+    producer, consumer_svc = pair
+    prod = NatsEvents(common=nats_common, service="registration", db=producer.db, consumers={})
+    cons = NatsEvents(common=nats_common, service="contribution", db=consumer_svc.db,
+                      consumers={"registration": {"test.thing.v1": _handler}}, relay=False)
+    await prod.connect()
+    stop = asyncio.Event()
+    task = asyncio.create_task(cons.run(stop))
+    try:
+        await asyncio.wait_for(cons.ready.wait(), 10)
+        consumer = cons.consumers[0]
+        assert prod.relay is not None
+        for batch in range(5):
+            await _emit(producer, 4, prefix=f"b{batch}-")
+            await prod.relay.publish_once()
+            await asyncio.gather(*(consumer.catch_up(0.01) for _ in range(30)))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await consumer.catch_up(4) is True
+        assert loop.time() - started < 4
+        assert len(await _names(consumer_svc)) == 20
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
         await cons.aclose()
         await prod.aclose()
 
