@@ -52,6 +52,7 @@ KEY_SPECS: dict[str, Callable[[], bytes]] = {
     "wechatpay-merchant.pem": _rsa_private_pem,  # our WeChat Pay merchant key
     "wechatpay-platform.pem": _rsa_private_pem,  # the sandbox's WeChat Pay platform key
     "wechatpay-apiv3.key": lambda: secrets.token_hex(16).encode(),  # 32-character APIv3 key
+    "wechat-app.secret": lambda: secrets.token_hex(16).encode(),  # the mini-program AppSecret (message API tokens)
 }
 
 

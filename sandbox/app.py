@@ -40,7 +40,7 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
         ensure_dev_keys(keys_dir.parent)
     app = FastAPI(
         title="Sandbox platform",
-        description="Local stand-in for the Alipay and WeChat platforms: real-name tokens and payments.",
+        description="Local stand-in for the Alipay and WeChat platforms: real-name tokens, payments and messages.",
         version="1.0.0",
     )
     app.state.settings = settings
@@ -56,6 +56,9 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     payments = _payments_router()
     if payments is not None:
         app.include_router(payments)
+        from sandbox.messages import router as messages_router  # built on the payment side's Alipay gateway
+
+        app.include_router(messages_router)
     return app
 
 

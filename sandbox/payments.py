@@ -29,7 +29,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,9 @@ from services.common.identifiers import ascii_digits
 log = logging.getLogger("socialsec.sandbox.payments")
 
 router = APIRouter(tags=["sandbox payments"])
+
+# Further gateway methods by name: (state, the verified parameters) -> the signed answer.
+ALIPAY_METHODS: dict[str, Callable[[SandboxPayments, dict[str, str]], Awaitable[Response]]] = {}
 
 CST = timezone(timedelta(hours=8))
 DEFAULT_PLATFORM_SERIAL = "PUB_KEY_ID_0112345678901234567890123456789012"
@@ -285,6 +288,9 @@ async def alipay_gateway(request: Request) -> Response:
         return st.alipay_response(
             {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature", "sub_msg": "验签出错"}
         )
+    other = ALIPAY_METHODS.get(params.get("method", ""))
+    if other is not None:  # a method another part of the sandbox answers (sandbox.messages)
+        return await other(st, params)
     if params.get("method") != "alipay.trade.create":
         return st.alipay_response(
             {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-method", "sub_msg": "不存在的方法名"},
