@@ -10,6 +10,8 @@ from services.card.api import router
 from services.card.ecard import QrSigner
 from services.card.pins import PinHasher
 from services.card.readmodel import HANDLERS
+from services.card.reminders import reminder_sending
+from services.card.reminders import router as reminders_router
 from services.card.service import lift_expired_losses
 from services.card.settings import Settings
 from services.common.app import create_service_app
@@ -40,9 +42,9 @@ def create_app(settings: Settings | None = None, common: CommonSettings | None =
         clock=clock,
         title="Card service",
         description="Social security cards: application, issuance, activation, PIN, loss reports, electronic cards.",
-        routers=[router],
+        routers=[router, reminders_router],
         consumers={"registration": HANDLERS},
-        background_jobs=[loss_sweep],
+        background_jobs=[loss_sweep, reminder_sending],
     )
     app.state.pin_hasher = PinHasher(
         pepper=settings.pin_pepper_bytes(common),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.card import reminders
 from services.card.errors import CardNotFound, PinIncorrect, PinLocked, PinTooWeak
 from services.card.models import Card
 from services.card.pins import WEAK_MESSAGES, PinHasher, initial_pin, weak_reason
@@ -47,6 +48,7 @@ async def change_pin(
                 session, actor=principal, action="card.pin_locked", target_type="card", target_id=card.id,
                 at=clock.now(), reason="wrong PIN tries", details={"tries": card.pin_failed_tries},
             )
+            await reminders.card_locked(session, card, clock.now())
         await session.flush()
         raise PinIncorrect(params={"tries_left": left, "pin_locked": card.pin_locked})
     _weak(data.new_pin, card=card, old_pin=data.old_pin)

@@ -10,6 +10,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.card import reminders
 from services.card.errors import (
     ActivationLocked,
     CardAlreadyExists,
@@ -320,6 +321,7 @@ async def issue_card(
         session, actor=actor, action="card.issued", target_type="card", target_id=card.id, at=clock.now(),
         details={"card_no_masked": card_no_masked(card), "bank": card.bank},
     )
+    await reminders.card_made(session, card, clock.now())
     return card_out(card)
 
 

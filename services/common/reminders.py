@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -420,11 +420,18 @@ def reminder_router(
 # ---- when a reminder is due ------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
+def default_reminder_settings() -> ReminderSettings:
+    """The settings from the environment (for code that runs without the app at hand)."""
+    return ReminderSettings()
+
+
 async def use_reminder(
     session: AsyncSession, *, reminder: type[Any], send: type[Any], row: Any, msg: Message,
-    settings: ReminderSettings, now: datetime,
+    now: datetime, settings: ReminderSettings | None = None,
 ) -> bool:
     """Mark an active subscription used and write its message, in the caller's transaction (False: already used)."""
+    settings = settings or default_reminder_settings()
     moved = await session.execute(
         update(reminder).where(reminder.id == row.id, reminder.status == ReminderStatus.active)
         .values(status=ReminderStatus.used, active_key=None, used_at=now)
@@ -453,7 +460,7 @@ async def active_reminders(
 
 async def fire(
     session: AsyncSession, *, reminder: type[Any], send: type[Any], person_key: str, kind: str, msg: Message,
-    settings: ReminderSettings, now: datetime,
+    now: datetime, settings: ReminderSettings | None = None,
 ) -> int:
     """An event happened to a person (their card was made): use each of their active subscriptions of that kind."""
     count = 0
@@ -670,11 +677,9 @@ def _is_alipay_user_id(value: str) -> bool:
 
 
 def reminder_settings_of(app: Any) -> ReminderSettings:
+    """The app's reminder settings (`app.state.reminder_settings`), else those of the environment."""
     found = getattr(app.state, "reminder_settings", None)
-    if found is None:
-        found = ReminderSettings()
-        app.state.reminder_settings = found
-    return found
+    return found if found is not None else default_reminder_settings()
 
 
 def message_platforms_of(app: Any) -> MessagePlatforms:
