@@ -450,12 +450,42 @@ async def use_reminder(
 
 
 async def active_reminders(
-    session: AsyncSession, reminder: type[Any], *, kinds: Sequence[str], person_key: str | None = None, limit: int = 500,
+    session: AsyncSession, reminder: type[Any], *, kinds: Sequence[str], person_key: str | None = None,
+    after: str = "", limit: int = 500,
 ) -> list[Any]:
-    q = select(reminder).where(reminder.status == ReminderStatus.active, reminder.kind.in_(list(kinds)))
+    """Active subscriptions of these kinds (a person's, or everyone's a page at a time by id after `after`)."""
+    q = select(reminder).where(
+        reminder.status == ReminderStatus.active, reminder.kind.in_(list(kinds)), reminder.id > after,
+    )
     if person_key is not None:
         q = q.where(reminder.person_key == person_key)
-    return list((await session.execute(q.order_by(reminder.created_at, reminder.id).limit(limit))).scalars())
+    return list((await session.execute(q.order_by(reminder.id).limit(limit))).scalars())
+
+
+async def due_pass(
+    app: FastAPI, *, reminder: type[Any], send: type[Any], kinds: Sequence[str],
+    due: Callable[[AsyncSession, Any], Awaitable[Message | None]], batch: int = 500,
+) -> int:
+    """One pass over every active subscription of these kinds: `due` answers its message when due, else None.
+
+    Each page is its own transaction: the subscriptions found due are used and their messages written in it.
+    """
+    settings = reminder_settings_of(app)
+    used = 0
+    after = ""
+    while True:
+        async with app.state.db.sessionmaker() as session, session.begin():
+            rows = await active_reminders(session, reminder, kinds=kinds, after=after, limit=batch)
+            if not rows:
+                return used
+            after = rows[-1].id
+            now = app.state.clock.now()
+            for row in rows:
+                msg = await due(session, row)
+                if msg is not None:
+                    used += await use_reminder(
+                        session, reminder=reminder, send=send, row=row, msg=msg, now=now, settings=settings,
+                    )
 
 
 async def fire(

@@ -13,6 +13,8 @@ from services.common.settings import CommonSettings
 from services.review.api import router
 from services.review.certification import sweep
 from services.review.readmodel import CONSUMERS
+from services.review.reminders import reminder_due, reminder_sending
+from services.review.reminders import router as reminders_router
 from services.review.settings import Settings
 
 log = logging.getLogger("socialsec.review")
@@ -39,9 +41,9 @@ def create_app(settings: Settings | None = None, common: CommonSettings | None =
         clock=clock,
         title="Review service",
         description="Pensioner certification and the employer annual declaration.",
-        routers=[router],
+        routers=[router, reminders_router],
         consumers=CONSUMERS,
-        background_jobs=[sweep_job],
+        background_jobs=[sweep_job, reminder_due, reminder_sending],
     )
 
 
