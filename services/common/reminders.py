@@ -24,7 +24,8 @@ WECHAT_MINIPROGRAM_STATE, ALIPAY_GATEWAY_URL, ALIPAY_APP_ID,
 ALIPAY_APP_PRIVATE_KEY_FILE, ALIPAY_PUBLIC_KEY_FILE, REMINDER_TEMPLATES (JSON
 {kind: {"wechat": id, "alipay": id}}), REMINDER_SEND_INTERVAL_SECONDS,
 REMINDER_DUE_INTERVAL_SECONDS, REMINDER_MAX_ATTEMPTS, REMINDER_RETRY_SECONDS,
-REMINDER_LEASE_SECONDS, REMINDER_PLATFORM_TIMEOUT_SECONDS. Left unset, the URLs
+REMINDER_LEASE_SECONDS, REMINDER_PLATFORM_TIMEOUT_SECONDS, REMINDER_BATCH_SIZE,
+REMINDER_DECLARATION_EXPIRING_HOURS (6), REMINDER_FLEXIBLE_DUE_DAY (20). Left unset, the URLs
 point at the local sandbox and the keys are the development ones under
 `$SOCIALSEC_VAR_DIR/keys/`.
 """
@@ -101,6 +102,10 @@ class ReminderSettings(BaseSettings):
     reminder_lease_seconds: float = Field(default=300.0, gt=0)
     reminder_platform_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     reminder_batch_size: int = Field(default=100, ge=1, le=1000)
+    # Contribution: a confirmed declaration is "about to expire" this many hours before its time;
+    # a flexible employee's month is "due" from this day of the month while it is unpaid.
+    reminder_declaration_expiring_hours: float = Field(default=6.0, gt=0, le=24 * 90)
+    reminder_flexible_due_day: int = Field(default=20, ge=1, le=28)
 
     @field_validator("reminder_templates", mode="before")
     @classmethod

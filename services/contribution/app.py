@@ -12,6 +12,8 @@ from services.contribution.api import router
 from services.contribution.payments.api import router as payments_router
 from services.contribution.payments.jobs import payment_closer
 from services.contribution.readmodel import REGISTRATION_HANDLERS, REVIEW_HANDLERS
+from services.contribution.reminders import reminder_due, reminder_sending
+from services.contribution.reminders import router as reminders_router
 from services.contribution.service import expire_due_declarations
 from services.contribution.settings import Settings
 from services.contribution.webhooks.api import router as webhooks_router
@@ -40,9 +42,10 @@ def create_app(settings: Settings | None = None, common: CommonSettings | None =
         clock=clock,
         title="Contribution service",
         description="Policies, quotes, declarations, payments, records and certificates.",
-        routers=[router, payments_router, webhooks_router],
+        routers=[router, payments_router, webhooks_router, reminders_router],
         consumers={"registration": REGISTRATION_HANDLERS, "review": REVIEW_HANDLERS},
-        background_jobs=[expire_declarations_job, payment_closer, webhook_fan_out, webhook_sender],
+        background_jobs=[expire_declarations_job, payment_closer, webhook_fan_out, webhook_sender, reminder_due,
+                         reminder_sending],
     )
 
 
