@@ -36,7 +36,13 @@ from services.common.reminders import (
     shanghai_date,
     shanghai_time,
 )
-from services.contribution.models import Base, ContributionRecord, Declaration, DeclarationStatus, KnownEnrolment
+from services.contribution.models import (
+    Base,
+    ContributionRecord,
+    Declaration,
+    DeclarationStatus,
+    KnownEnrolment,
+)
 
 KINDS = {
     "declaration_expiring": "a confirmed declaration is about to expire unpaid",
