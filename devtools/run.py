@@ -79,6 +79,9 @@ def stack_env(var_dir: Path, ports: Ports, host: str = "127.0.0.1", base: dict[s
     # Payment platforms: the sandbox stands in for Alipay and WeChat Pay.
     env.setdefault("CONTRIBUTION_ALIPAY_GATEWAY_URL", f"{url['sandbox']}/sandbox/alipay/gateway.do")
     env.setdefault("CONTRIBUTION_WECHATPAY_BASE_URL", f"{url['sandbox']}/sandbox/wechatpay")
+    # Reminder messages (every service): the sandbox's WeChat and Alipay message APIs.
+    env.setdefault("SOCIALSEC_WECHAT_API_URL", f"{url['sandbox']}/sandbox/wechat")
+    env.setdefault("SOCIALSEC_ALIPAY_GATEWAY_URL", f"{url['sandbox']}/sandbox/alipay/gateway.do")
     env.setdefault("CONTRIBUTION_ALIPAY_NOTIFY_URL", f"{url['contribution']}/contribution/v1/notify/alipay")
     env.setdefault("CONTRIBUTION_WECHATPAY_NOTIFY_URL", f"{url['contribution']}/contribution/v1/notify/wechatpay")
     env.setdefault("CONTRIBUTION_CERTIFICATE_VERIFY_URL", f"{url['gateway']}/contribution/v1/certificates/")
