@@ -55,6 +55,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import JSON, Integer, String, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -377,8 +378,13 @@ def reminder_router(
             id=str(uuid.uuid4()), person_key=person_key, kind=body.kind, platform=principal.platform,
             touser=principal.sub, status=ReminderStatus.active, active_key=key, created_at=request.app.state.clock.now(),
         )
-        session.add(row)
-        await session.flush()
+        try:
+            async with session.begin_nested():
+                session.add(row)
+                await session.flush()
+        except IntegrityError:  # subscribed at the same moment by another request: that one stands
+            existing = (await session.execute(select(reminder).where(reminder.active_key == key))).scalar_one()
+            return JSONResponse(out(existing, None).model_dump(mode="json"), status_code=200)
         return JSONResponse(out(row, None).model_dump(mode="json"), status_code=201)
 
     @router.get("/me/reminders", response_model=ReminderPage, summary="My reminder subscriptions (the newest 100)")

@@ -148,3 +148,11 @@ async def test_refusals(flow: CardFlow, world: MessageWorld, idn: str) -> None:
     stranger = flow.citizen(make_id_number("110105", "19850505", "013"))
     r = await flow.client.delete(f"/card/v1/me/reminders/{sub['id']}", headers=flow.h(stranger))
     assert r.status_code == 404
+
+
+async def test_subscribing_twice_at_once_keeps_one(flow: CardFlow, world: MessageWorld, idn: str) -> None:
+    import asyncio
+
+    answers = await asyncio.gather(*(subscribe(flow, idn, "card_made") for _ in range(4)))
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 201]
+    assert len({a.json()["id"] for a in answers}) == 1
