@@ -148,3 +148,27 @@ async def test_platform_down_is_retried_with_backoff(svc: Any, world: MessageWor
     (row,) = await send_rows(svc)
     assert row.status == "sent" and row.attempts == 2
     await down.aclose()
+
+
+async def test_the_platform_call_holds_no_database_connection(svc: Any, world: MessageWorld) -> None:
+    import httpx
+
+    from services.common.reminders import MessagePlatforms
+
+    await enrol_self(svc, ALICE)
+    await subscribe(svc, ALICE, "flexible_payment_due")
+    svc.clock.set(datetime(2026, 3, 21, 1, 0, tzinfo=UTC))
+    assert await find_due(svc.app) == 1
+    in_use: list[int] = []
+
+    async def forward(request: httpx.Request) -> httpx.Response:
+        in_use.append(svc.db.engine.sync_engine.pool.checkedout())
+        answer = await world.sandbox.send(request)
+        return httpx.Response(answer.status_code, headers=answer.headers, content=await answer.aread())
+
+    watched = httpx.AsyncClient(transport=httpx.MockTransport(forward), base_url="http://sandbox")
+    svc.app.state.message_platforms = MessagePlatforms(world.settings, svc.app.state.common, client=watched)
+    assert await world.send_pass() == 1
+    assert len(in_use) == 2 and set(in_use) == {0}  # the access token, then the message
+    assert len(await world.sent()) == 1
+    await watched.aclose()
