@@ -58,7 +58,7 @@ def __getattr__(name: str) -> FastAPI:
         import services.card.app as card
         from services.card.readmodel import HANDLERS
 
-        card.HANDLERS = {t: _counted(h) for t, h in HANDLERS.items()}  # type: ignore[attr-defined]
+        card.HANDLERS = {t: _counted(h) for t, h in HANDLERS.items()}  # type: ignore[attr-defined,misc]
         return card.create_app()
     raise AttributeError(name)
 
@@ -189,7 +189,7 @@ class Pair:
         """n enrolments in registration's outbox, committed in one transaction; their event ids."""
         rows = [enrolled(self.run, i) for i in range(start, start + n)]
         async with self.engines["registration"].begin() as conn:
-            await conn.execute(insert(OutboxEvent.__table__), rows)
+            await conn.execute(insert(OutboxEvent), rows)
         return [r["event_id"] for r in rows]
 
     async def applied(self) -> int:
