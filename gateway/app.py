@@ -119,8 +119,9 @@ def create_app(
     registry.on_load = lambda name: metrics.jwks_fetches.labels(name).inc()
     limits = RateLimits(settings.rate_limit_storage, settings.rate_limit_per_principal, settings.rate_limit_per_address)
     openapi = OpenApiSource(
-        upstreams=upstreams, http=upstream_http, now=now, cache_seconds=settings.openapi_cache_seconds,
-        fixed_file=settings.openapi_file, timeout=min(timeout, 5.0),
+        upstreams=replicas, http=upstream_http, now=now,
+        cache_seconds=settings.openapi_cache_seconds, fixed_file=settings.openapi_file, timeout=min(timeout, 5.0),
+        states=upstream.states if isinstance(upstream, LeanUpstream) else None,
     )
 
     def reload_issuers() -> bool:

@@ -4,7 +4,9 @@
 and commits the result as openapi/gateway.json. At run time the gateway does not
 read the repository: it merges the documents its upstreams serve at /openapi.json
 (cached), so the document always describes the services actually deployed behind
-it. GATEWAY_OPENAPI_FILE serves a fixed, pre-merged file instead.
+it. A service with several replicas is asked once: its first replica that answers
+(those the forwarding has taken out are tried last). GATEWAY_OPENAPI_FILE serves a
+fixed, pre-merged file instead.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import copy
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,14 +172,18 @@ class OpenApiSource:
     def __init__(
         self,
         *,
-        upstreams: dict[str, str],
+        upstreams: Mapping[str, str | Sequence[str]],
         http: httpx.AsyncClient,
         now: Callable[[], float],
         cache_seconds: float,
         fixed_file: Path | None = None,
         timeout: float = 5.0,
+        states: Callable[[], Mapping[str, Mapping[str, str]]] | None = None,
     ) -> None:
-        self.upstreams = upstreams
+        # Service -> its replicas' base URLs, in the configured order.
+        self.upstreams = {n: [u] if isinstance(u, str) else list(u) for n, u in upstreams.items()}
+        # The forwarding's view of each replica ("in", or "out: <why>"), when it keeps one.
+        self.states = states
         self.http = http
         self.now = now
         self.cache_seconds = cache_seconds
@@ -197,7 +203,9 @@ class OpenApiSource:
         async with self.lock:
             if self.cached is not None and self.now() - self.cached_at < self.cache_seconds:
                 return self.cached
-            results = await asyncio.gather(*(self._fetch(n, u) for n, u in self.upstreams.items()))
+            states = self.states() if self.states is not None else {}
+            results = await asyncio.gather(*(self._fetch_service(n, urls, states.get(n, {}))
+                                             for n, urls in self.upstreams.items()))
             for name, doc in results:
                 if doc is not None:
                     self.last_good[name] = doc
@@ -209,12 +217,23 @@ class OpenApiSource:
                 self.cached, self.cached_at = doc, self.now()
             return doc
 
-    async def _fetch(self, name: str, base: str) -> tuple[str, dict[str, Any] | None]:
+    async def _fetch_service(
+        self, name: str, urls: list[str], states: Mapping[str, str],
+    ) -> tuple[str, dict[str, Any] | None]:
+        """The document of one service from its first replica that answers: the replicas that are in first."""
+        ordered = [u for u in urls if states.get(u, "in") == "in"] + [u for u in urls if states.get(u, "in") != "in"]
+        for base in ordered:
+            doc = await self._fetch(name, base)
+            if doc is not None:
+                return name, doc
+        return name, None
+
+    async def _fetch(self, name: str, base: str) -> dict[str, Any] | None:
         try:
             r = await self.http.get(f"{base}/openapi.json", timeout=self.timeout)
             r.raise_for_status()
             doc = r.json()
-            return name, doc if isinstance(doc, dict) else None
+            return doc if isinstance(doc, dict) else None
         except (httpx.HTTPError, ValueError) as exc:
-            log.warning("openapi of %s not fetched: %s", name, exc)
-            return name, None
+            log.warning("openapi of %s not fetched from %s: %s", name, base, exc)
+            return None

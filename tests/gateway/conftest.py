@@ -95,6 +95,7 @@ class Upstream:
     seen: list[dict[str, Any]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     ready: bool = True
+    openapi_fetches: int = 0
 
 
 def upstream_app(up: Upstream) -> FastAPI:
@@ -106,6 +107,7 @@ def upstream_app(up: Upstream) -> FastAPI:
 
     @app.get("/openapi.json")
     async def openapi() -> dict[str, Any]:
+        up.openapi_fetches += 1
         return {
             "openapi": "3.1.0", "info": {"title": up.name, "version": "1"},
             "paths": {f"/{up.name}/v1/things": {"get": {"responses": {"200": {"description": "ok"}}}}},

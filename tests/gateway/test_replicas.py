@@ -164,3 +164,27 @@ async def test_every_replica_down_is_503_and_the_first_back_is_found_at_once(rep
     await b.start()
     r = await client.get("/registration/v1/things")
     assert r.status_code == 200 and len(b.up.seen) == 1
+
+
+async def test_the_merged_document_asks_the_first_replica_that_answers_once(replicas_gateway):
+    first, second, third = Replica(), Replica(), Replica()
+    for r in (first, second, third):
+        await r.start()
+    # No probe in time: a replica the forwarding took out stays out for this test.
+    client, _ = await replicas_gateway([first, second, third], openapi_cache_seconds=0, upstream_probe_seconds=30)
+    r = await client.get("/openapi.json")
+    assert r.status_code == 200 and "/registration/v1/things" in r.json()["paths"]
+    assert [x.up.openapi_fetches for x in (first, second, third)] == [1, 0, 0]
+
+    await first.stop()  # refuses connections: the next replica gives the document, the third is not asked
+    doc = (await client.get("/openapi.json")).json()
+    assert "/registration/v1/things" in doc["paths"] and "registration" not in doc.get("x-unavailable-services", [])
+    assert [x.up.openapi_fetches for x in (first, second, third)] == [1, 1, 0]
+
+    # Once the forwarding has taken the first out, it is asked last even when it answers again.
+    for i in range(3):
+        assert (await client.get(f"/registration/v1/things/{i}")).status_code == 200
+    await first.start()
+    doc = (await client.get("/openapi.json")).json()
+    assert "/registration/v1/things" in doc["paths"]
+    assert [x.up.openapi_fetches for x in (first, second, third)] == [1, 2, 0]
