@@ -56,7 +56,9 @@ from services.contracts.enums import FamilyRelation
 MAX_BINDINGS = 8
 ADULT_AGE = 16
 LIVE = (FamilyStatus.pending, FamilyStatus.active)
-_INSERT_TRIES = 3
+# Each failed insert means a concurrent request took a slot or the pair: after at most
+# MAX_BINDINGS of them the slots are full or the pair is taken, and the answer is definite.
+_INSERT_TRIES = MAX_BINDINGS + 1
 
 
 def age_on(born: date, today: date) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -344,3 +346,19 @@ class TestBadInput:
         assert r.status_code == 404 and r.json()["code"] == "family_binding_not_found"
         r = await _accept(flow, unknown, MOTHER)
         assert r.status_code == 404 and r.json()["code"] == "family_invitation_not_found"
+
+
+class TestRaces:
+    async def test_ten_relatives_at_once_bind_eight(self, flow: Any) -> None:
+        relatives = [make_id_number("110105", "19600101", f"{200 + n:03d}") for n in range(10)]
+        results = await asyncio.gather(*(_add(flow, r, relation="sibling") for r in relatives))
+        codes = Counter(r.json().get("code", r.status_code) for r in results)
+        assert codes == {201: 8, "family_limit_reached": 2}, codes
+        async with flow.svc.db.sessionmaker() as s:
+            rows = (await s.execute(select(FamilyBinding))).scalars().all()
+        assert len(rows) == 8 and len({b.slot_key for b in rows}) == 8
+
+    async def test_the_same_relative_at_once_binds_once(self, flow: Any) -> None:
+        results = await asyncio.gather(*(_add(flow, MOTHER) for _ in range(4)))
+        assert sorted(r.status_code for r in results) == [201, 409, 409, 409]
+        assert {r.json()["code"] for r in results if r.status_code == 409} == {"family_binding_exists"}
