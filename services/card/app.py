@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.card.api import router
 from services.card.ecard import QrSigner
+from services.card.family_api import router as family_router
 from services.card.pins import PinHasher
 from services.card.readmodel import HANDLERS
 from services.card.reminders import reminder_sending
@@ -41,8 +42,8 @@ def create_app(settings: Settings | None = None, common: CommonSettings | None =
         common=common,
         clock=clock,
         title="Card service",
-        description="Social security cards: application, issuance, activation, PIN, loss reports, electronic cards.",
-        routers=[router, reminders_router],
+        description="Social security cards: application, issuance, activation, PIN, loss reports, electronic cards, family service.",
+        routers=[router, reminders_router, family_router],
         consumers={"registration": HANDLERS},
         background_jobs=[loss_sweep, reminder_sending],
     )

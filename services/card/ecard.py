@@ -97,6 +97,11 @@ async def make_qrcode(*, session: AsyncSession, principal: Principal, signer: Qr
     ecard = (
         await session.execute(select(ECard).where(ECard.card_id == card.id, ECard.platform == platform))
     ).scalar_one_or_none()
+    return sign_qrcode(card=card, ecard=ecard, platform=platform, signer=signer, clock=clock)
+
+
+def sign_qrcode(*, card: Card, ecard: ECard | None, platform: str, signer: QrSigner, clock: Clock) -> QrCodeOut:
+    """The signed, one-time payload of an e-card of an active card (the holder's own, or a bound relative's)."""
     if ecard is None:
         raise EcardNotFound(params={"platform": platform})
     if card.status != CardStatus.active:

@@ -143,3 +143,62 @@ class NoRule(DomainError):
     code = "card_rule_missing"
     title_zh = "该地区没有适用的社保卡规则"
     title_en = "No card rule applies in this region"
+
+
+# ---- family service -------------------------------------------------------------------
+
+
+class FamilyBindingNotFound(DomainError):
+    status = 404
+    code = "family_binding_not_found"
+    title_zh = "未找到该亲情绑定"
+    title_en = "Family binding not found"
+
+
+class FamilyInvitationNotFound(DomainError):
+    status = 404
+    code = "family_invitation_not_found"
+    title_zh = "未找到发给您的亲情绑定邀请"
+    title_en = "No such family invitation addressed to you"
+
+
+class FamilySelfBinding(DomainError):
+    status = 422
+    code = "family_self_binding"
+    title_zh = "不能绑定本人"
+    title_en = "You cannot bind yourself as a relative"
+
+
+class FamilyMinorRelation(DomainError):
+    status = 422
+    code = "family_minor_relation"
+    title_zh = "未满16周岁的家庭成员只能由父母以“子女”关系绑定"
+    title_en = "A relative under 16 can only be bound by a parent, as a child"
+
+
+class FamilyBindingExists(DomainError):
+    status = 409
+    code = "family_binding_exists"
+    title_zh = "已绑定该家庭成员或邀请尚在等待确认"
+    title_en = "This relative is already bound or the invitation is pending"
+
+
+class FamilyLimitReached(DomainError):
+    status = 409
+    code = "family_limit_reached"
+    title_zh = "最多绑定8位家庭成员（含待确认）"
+    title_en = "At most 8 relatives can be bound (pending ones included)"
+
+
+class FamilyBindingNotActive(DomainError):
+    status = 409
+    code = "family_binding_not_active"
+    title_zh = "该亲情绑定尚未生效或已解除"
+    title_en = "The family binding is not active"
+
+
+class FamilyInvitationNotPending(DomainError):
+    status = 409
+    code = "family_invitation_not_pending"
+    title_zh = "该邀请已处理或已撤回"
+    title_en = "The invitation was already answered or withdrawn"

@@ -7,9 +7,13 @@ from services.contracts.card import (
     CARD_ACTIVATED,
     CARD_LOST,
     CARD_REPLACED,
+    FAMILY_BOUND,
+    FAMILY_UNBOUND,
     CardActivated,
     CardLost,
     CardReplaced,
+    FamilyBound,
+    FamilyUnbound,
 )
 
 OUTBOX = Outbox("card")
@@ -22,4 +26,8 @@ __all__ = [
     "CardActivated",
     "CardLost",
     "CardReplaced",
+    "FAMILY_BOUND",
+    "FAMILY_UNBOUND",
+    "FamilyBound",
+    "FamilyUnbound",
 ]

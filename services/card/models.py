@@ -148,3 +148,41 @@ class QrVerification(Base):
     ecard_id: Mapped[str] = mapped_column(String(36), nullable=False)
     channel: Mapped[str] = mapped_column(String(200), nullable=False)
     verified_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+# ---- family service ----------------------------------------------------------------
+
+
+class FamilyBinding(Base):
+    """亲情服务: a citizen (the holder) binds a relative; the holder may then show the
+    relative's e-card, read their card (masked) and pay for them.
+
+    `pending` until an adult relative accepts with their own token; a child under 16 is
+    `active` at once. `declined` and `ended` are final. While a binding is pending or
+    active it holds one of the holder's eight `slot_key`s (`<holder hash>:<1..8>`) and
+    its `pair_key` (`<holder hash>:<relative hash>`); both are unique, so the database
+    itself keeps the limit and refuses a duplicate, and both are NULL once it is over.
+    """
+
+    __tablename__ = "family_bindings"
+    __table_args__ = (
+        Index("ix_family_bindings_holder", "holder_hash", "created_at"),
+        Index("ix_family_bindings_relative", "relative_hash", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    holder_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    holder_id_number: Mapped[str] = mapped_column(EncryptedString, nullable=False)
+    holder_name: Mapped[str] = mapped_column(EncryptedString, nullable=False)
+    relative_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    relative_id_number: Mapped[str] = mapped_column(EncryptedString, nullable=False)
+    relative_name: Mapped[str] = mapped_column(EncryptedString, nullable=False)
+    relation: Mapped[str] = mapped_column(String(20), nullable=False)
+    relative_minor: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    slot_key: Mapped[str | None] = mapped_column(String(80), unique=True)
+    pair_key: Mapped[str | None] = mapped_column(String(140), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_by: Mapped[str | None] = mapped_column(String(20))  # holder, relative

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from services.common.identifiers import AsciiText, IdNumber, PersonName, RegionCode
+from services.contracts.enums import FamilyRelation
 
 
 class CardStatus(StrEnum):
@@ -93,6 +94,14 @@ class LossReportIn(_In):
 
 class CancellationIn(_In):
     reason: Annotated[str, BeforeValidator(_strip), Field(min_length=1, max_length=500)]
+
+
+class FamilyBindingIn(_In):
+    """A relative to bind: their id number and name as on it, and how they are related to the caller."""
+
+    id_number: IdNumber
+    name: HolderName
+    relation: FamilyRelation
 
 
 class VerificationIn(_In):
@@ -216,3 +225,38 @@ class CardPage(BaseModel):
 class CardRulePage(BaseModel):
     items: list[CardRuleOut]
     next_cursor: str | None = None
+
+
+class FamilyStatus(StrEnum):
+    pending = "pending"  # waiting for the adult relative's acceptance
+    active = "active"
+    declined = "declined"  # the relative declined the invitation
+    withdrawn = "withdrawn"  # the holder withdrew it before an answer
+    ended = "ended"  # unbound by either side
+
+
+class FamilyRole(StrEnum):
+    holder = "holder"  # the caller added the relative
+    relative = "relative"  # the caller is the one added
+
+
+class FamilyBindingOut(BaseModel):
+    """A family binding as either side sees it: both persons masked."""
+
+    id: str
+    role: FamilyRole
+    relation: FamilyRelation
+    status: FamilyStatus
+    relative_minor: bool
+    holder_name_masked: str
+    holder_id_number_masked: str
+    relative_name_masked: str
+    relative_id_number_masked: str
+    created_at: datetime
+    accepted_at: datetime | None
+    ended_at: datetime | None
+    ended_by: FamilyRole | None
+
+
+class FamilyBindingList(BaseModel):
+    items: list[FamilyBindingOut]

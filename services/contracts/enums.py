@@ -23,3 +23,15 @@ class PaidBy(StrEnum):
     employer = "employer"
     self = "self"
     agency = "agency"
+
+
+class FamilyRelation(StrEnum):
+    """How a bound relative is related to the citizen who added them (card's family service)."""
+
+    spouse = "spouse"
+    parent = "parent"
+    child = "child"
+    sibling = "sibling"
+    grandparent = "grandparent"
+    grandchild = "grandchild"
+    other = "other"
