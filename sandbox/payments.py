@@ -29,7 +29,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,13 @@ class SandboxPayments:
         self.wechat_orders: dict[tuple[str, str], dict[str, Any]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self._keys: dict[str, Any] = {}
+        # Test controls (sandbox.trades): notifications to drop or delay, by order number or by channel.
+        self.notify_rules: dict[str, dict[str, Any]] = {}
+        # Refunds (sandbox.trades): Alipay's by (trade_no, out_request_no), WeChat Pay's by (mchid, out_refund_no).
+        self.alipay_refunds: dict[tuple[str, str], dict[str, Any]] = {}
+        self.wechat_refunds: dict[tuple[str, str], dict[str, Any]] = {}
+        self.refund_outcome = "SUCCESS"  # how WeChat Pay refunds end: SUCCESS, ABNORMAL or CLOSED
+        self.refunds_moved = 0  # refunds that moved money (a retry of one moves none)
 
     @classmethod
     def from_env(cls) -> SandboxPayments:
@@ -142,6 +149,12 @@ class SandboxPayments:
         self, record: dict[str, Any], url: str, build: Callable[[], tuple[bytes, dict[str, str]]],
         acknowledged: Callable[[httpx.Response], bool], attempts: int,
     ) -> None:
+        rule = self.notify_rule(record)
+        if rule.get("drop"):
+            record["notified"], record["dropped"] = False, True
+            return
+        if rule.get("delay_seconds"):
+            await asyncio.sleep(float(rule["delay_seconds"]))
         for delay in self.delays(attempts):
             if delay:
                 await asyncio.sleep(delay)
@@ -161,6 +174,11 @@ class SandboxPayments:
                 record["notified"] = True
                 return
         record["notified"] = False
+
+    def notify_rule(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The test control for a notification: by order number first, then by channel (alipay, wechat)."""
+        channel = "wechat" if "mchid" in record else "alipay"
+        return self.notify_rules.get(str(record.get("out_trade_no")), self.notify_rules.get(channel, {}))
 
     # -- Alipay ----------------------------------------------------------------
 
@@ -260,6 +278,10 @@ class SandboxPayments:
         return body, headers
 
 
+# Further open API methods (sandbox.trades, sandbox.bills): method -> handler(state, params, request).
+ALIPAY_METHODS: dict[str, Callable[[SandboxPayments, dict[str, str], Request], Awaitable[Response]]] = {}
+
+
 def state(request: Request) -> SandboxPayments:
     """The sandbox's payment state, created on first use."""
     st = getattr(request.app.state, "sandbox_payments", None)
@@ -285,6 +307,9 @@ async def alipay_gateway(request: Request) -> Response:
         return st.alipay_response(
             {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature", "sub_msg": "验签出错"}
         )
+    other = ALIPAY_METHODS.get(params.get("method", ""))
+    if other is not None:
+        return await other(st, params, request)
     if params.get("method") != "alipay.trade.create":
         return st.alipay_response(
             {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-method", "sub_msg": "不存在的方法名"},
@@ -426,4 +451,8 @@ def _parse_wechat_authorization(header: str) -> dict[str, str]:
     return out
 
 
+# Query, close, refunds and bills live beside this module; their routes are served with these.
+from sandbox import bills, trades  # noqa: E402
 
+router.include_router(trades.router)
+router.include_router(bills.router)
