@@ -75,12 +75,12 @@ def alipay_bill_rows(st: SandboxPayments, app_id: str, bill_date: str) -> list[l
                      trade["total_amount"], trade["total_amount"], "0.00", "0.00", "0.00", "0.00", "0.00", "", "0.00",
                      "0.00", "", "0.00", "0.00", ""])
     for refund in sorted(st.alipay_refunds.values(), key=lambda r: (r["gmt_refund_pay"], r["out_request_no"])):
-        trade = st.alipay_trades.get(refund["trade_no"])
-        if trade is None or trade["app_id"] != app_id or _day(refund["gmt_refund_pay"]) != bill_date:
+        paid = st.alipay_trades.get(refund["trade_no"])
+        if paid is None or paid["app_id"] != app_id or _day(refund["gmt_refund_pay"]) != bill_date:
             continue
-        rows.append([trade["trade_no"] + "\t", trade["out_trade_no"] + "\t", "退款", trade["subject"],
-                     trade["gmt_create"], refund["gmt_refund_pay"], "", "", "", "", "sandbox***@example.com",
-                     trade["total_amount"], f"-{refund['refund_amount']}", "0.00", "0.00", "0.00", "0.00", "0.00", "",
+        rows.append([paid["trade_no"] + "\t", paid["out_trade_no"] + "\t", "退款", paid["subject"],
+                     paid["gmt_create"], refund["gmt_refund_pay"], "", "", "", "", "sandbox***@example.com",
+                     paid["total_amount"], f"-{refund['refund_amount']}", "0.00", "0.00", "0.00", "0.00", "0.00", "",
                      "0.00", "0.00", refund["out_request_no"] + "\t", "0.00", "0.00", refund.get("refund_reason", "")])
     return rows
 
@@ -104,7 +104,7 @@ def alipay_bill_zip(st: SandboxPayments, app_id: str, bill_date: str) -> bytes:
     out.write(f"#交易合计：{len(trades)}笔，商家实收共{sum((Decimal(r[12]) for r in trades), Decimal(0)):.2f}元\r\n")
     out.write(f"#退款合计：{len(refunds)}笔，商家实收共{sum((Decimal(r[12]) for r in refunds), Decimal(0)):.2f}元\r\n")
     out.write(f"#导出时间：[{datetime.fromtimestamp(st.now(), CST):%Y年%m月%d日 %H:%M:%S}]\r\n")
-    summary = "#支付宝业务汇总查询\r\n#账号：[%s]\r\n交易笔数,退款笔数\r\n%d,%d\r\n" % (app_id, len(trades), len(refunds))
+    summary = f"#支付宝业务汇总查询\r\n#账号：[{app_id}]\r\n交易笔数,退款笔数\r\n{len(trades)},{len(refunds)}\r\n"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(f"{app_id}_{day}_业务明细.csv", out.getvalue().encode("gbk"))
@@ -199,7 +199,7 @@ async def wechat_tradebill(request: Request) -> Response:
         return st.wechat_error(400, "NO_STATEMENT_EXIST", "账单文件不存在")
     text = wechat_bill_text(st, auth["mchid"], bill_date)
     url = str(request.base_url).rstrip("/") + "/sandbox/wechatpay/v3/billdownload/file?token=" + _token(auth["mchid"], bill_date)
-    answer: dict[str, Any] = {"hash_type": "SHA1", "hash_value": hashlib.sha1(text).hexdigest(), "download_url": url}
+    answer: dict[str, Any] = {"hash_type": "SHA1", "hash_value": hashlib.sha1(text, usedforsecurity=False).hexdigest(), "download_url": url}
     return st.wechat_signed(json.dumps(answer).encode())
 
 

@@ -454,5 +454,5 @@ def _parse_wechat_authorization(header: str) -> dict[str, str]:
 # Query, close, refunds and bills live beside this module; their routes are served with these.
 from sandbox import bills, trades  # noqa: E402
 
-router.include_router(trades.router)
-router.include_router(bills.router)
+router.include_router(trades.router)  # type: ignore[has-type]
+router.include_router(bills.router)  # type: ignore[has-type]

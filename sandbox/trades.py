@@ -209,7 +209,7 @@ async def wechat_query(out_trade_no: str, request: Request) -> Response:
     auth, _body = await verified_wechat_request(st, request)
     if auth is None:
         return st.wechat_error(401, "SIGN_ERROR", "签名错误")
-    mchid = request.query_params.get("mchid")
+    mchid = request.query_params.get("mchid") or ""
     if mchid != auth.get("mchid"):
         return st.wechat_error(400, "PARAM_ERROR", "mchid 与请求商户不符")
     order = st.wechat_orders.get((mchid, out_trade_no))
@@ -238,7 +238,7 @@ async def wechat_close(out_trade_no: str, request: Request) -> Response:
         return st.wechat_error(400, "ORDERPAID", "订单已支付")
     order["trade_state"] = "CLOSED"
     resp = st.wechat_signed(b"", 204)
-    resp.headers.pop("content-type", None)
+    del resp.headers["content-type"]
     return resp
 
 

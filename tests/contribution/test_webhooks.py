@@ -172,7 +172,7 @@ class TestEndpoint:
 
         r = await put(hooks, a, url=RECEIVER + "/v2")
         assert r.status_code == 200 and r.json()["id"] == ep["id"] and r.json()["secret"] is None
-        assert r.json()["events"] == ["payment.succeeded", "declaration.expired", "payment.refund_pending"]
+        assert r.json()["events"] == ["payment.succeeded", "declaration.expired", "payment.refund_pending", "payment.refunded"]
 
         r = await hooks.client.post(f"{W}/secret-rotation", headers=hooks.headers(a))
         assert r.status_code == 200, r.text

@@ -547,6 +547,6 @@ async def download_bill(config: WechatPayConfig, client: httpx.AsyncClient, link
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
             raise WechatPayError("WeChat Pay bill is not a readable gzip file") from exc
-    if link.hash_type.upper() != "SHA1" or hashlib.sha1(raw).hexdigest().lower() != link.hash_value.lower():
+    if link.hash_type.upper() != "SHA1" or hashlib.sha1(raw, usedforsecurity=False).hexdigest().lower() != link.hash_value.lower():
         raise WechatPayError("WeChat Pay bill hash mismatch")
     return raw
