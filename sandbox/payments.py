@@ -97,6 +97,7 @@ class SandboxPayments:
         self.alipay_refunds: dict[tuple[str, str], dict[str, Any]] = {}
         self.wechat_refunds: dict[tuple[str, str], dict[str, Any]] = {}
         self.refund_outcome = "SUCCESS"  # how WeChat Pay refunds end: SUCCESS, ABNORMAL or CLOSED
+        self.refund_settle_seconds = 0.2  # how long a WeChat Pay refund stays PROCESSING
         self.refunds_moved = 0  # refunds that moved money (a retry of one moves none)
 
     @classmethod

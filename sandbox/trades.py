@@ -297,7 +297,7 @@ async def wechat_refund(request: Request) -> Response:
 
 
 async def _finish_wechat_refund(st: SandboxPayments, refund: dict[str, Any], order: dict[str, Any]) -> None:
-    await asyncio.sleep(0)
+    await asyncio.sleep(st.refund_settle_seconds)
     refund["status"] = st.refund_outcome
     if refund["status"] == "SUCCESS":
         refund["success_time"] = datetime.fromtimestamp(st.now(), CST).isoformat(timespec="seconds")
