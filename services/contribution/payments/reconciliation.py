@@ -341,7 +341,12 @@ async def _keep(session: AsyncSession, *, channel: str, day: date, cmp: Comparis
             # What an earlier run healed is matched now: the report keeps what that run found.
             if now_item is not None and now_item.outcome == ReconciliationOutcome.matched and old.resolution in (
                     "credited", "paid_after_close", "refund_pending"):
-                now_item.outcome, now_item.resolution = old.outcome, old.resolution
+                cmp.items[old.item_key] = Item(
+                    old.item_key, old.kind, old.outcome, old.out_trade_no, out_refund_no=old.out_refund_no,
+                    platform_no=old.platform_no, payment_id=old.payment_id, refund_id=old.refund_id,
+                    ours_fen=old.ours_fen, theirs_fen=old.theirs_fen, ours_status=old.ours_status,
+                    theirs_status=old.theirs_status, resolution=old.resolution,
+                )
         await session.execute(delete(ReconciliationItem).where(ReconciliationItem.reconciliation_id == found.id))
     counts = dict.fromkeys(OUTCOMES, 0)
     for item in cmp.items.values():

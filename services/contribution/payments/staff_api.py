@@ -118,9 +118,12 @@ async def run_reconciliation(request: Request, session: DbSession, principal: Op
     day = reconciliation.parse_day(body.date, app.state.clock.now())
 
     async def action() -> Any:
+        # The run uses transactions of its own around its platform calls: end the request's first.
+        await session.commit()
         await reconciliation.reconcile(app, channel=str(body.channel), day=day, actor=principal.actor_id)
-        return await _report(session, day=body.date, channel=body.channel, outcome=None, limit=DEFAULT_LIMIT,
-                             cursor=None, now=app.state.clock.now())
+        report = await _report(session, day=body.date, channel=body.channel, outcome=None, limit=DEFAULT_LIMIT,
+                               cursor=None, now=app.state.clock.now())
+        return report.model_dump(mode="json", exclude_none=True)
 
     return await run_idempotent(session, request, scope=principal.actor_id, status_code=200, action=action)
 
