@@ -128,7 +128,7 @@ async def alipay_refund(st: SandboxPayments, params: dict[str, str], request: Re
                                        "sub_msg": "交易状态不合法"}, node)
         if wanted <= 0 or refunded + wanted > _yuan(trade["total_amount"]):
             return st.alipay_response({"code": "40004", "msg": "Business Failed",
-                                       "sub_code": "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "sub_msg": "退款金额超限"}, node)
+                                       "sub_code": "ACQ.REASON_TRADE_REFUND_FEE_ERR", "sub_msg": "退款金额无效"}, node)
         st.alipay_refunds[key] = {"trade_no": trade["trade_no"], "out_trade_no": trade["out_trade_no"],
                                   "out_request_no": out_request_no, "refund_amount": amount,
                                   "refund_reason": str(biz.get("refund_reason") or ""), "gmt_refund_pay": _now_text(st)}
