@@ -247,7 +247,7 @@ async def wechat_subscribe_send(request: Request, access_token: str | None = Que
 NODE = "alipay_open_app_mini_templatemessage_send_response"
 
 
-async def alipay_template_message(pay: SandboxPayments, params: dict[str, str]) -> Response:
+async def alipay_template_message(pay: SandboxPayments, params: dict[str, str], request: Request) -> Response:
     """`alipay.open.app.mini.templatemessage.send` (the gateway has verified the signature)."""
     st = messages_of(pay)
 

@@ -48,9 +48,6 @@ log = logging.getLogger("socialsec.sandbox.payments")
 
 router = APIRouter(tags=["sandbox payments"])
 
-# Further gateway methods by name: (state, the verified parameters) -> the signed answer.
-ALIPAY_METHODS: dict[str, Callable[[SandboxPayments, dict[str, str]], Awaitable[Response]]] = {}
-
 CST = timezone(timedelta(hours=8))
 DEFAULT_PLATFORM_SERIAL = "PUB_KEY_ID_0112345678901234567890123456789012"
 WECHAT_SCHEMA = "WECHATPAY2-SHA256-RSA2048"
@@ -94,6 +91,14 @@ class SandboxPayments:
         self.wechat_orders: dict[tuple[str, str], dict[str, Any]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self._keys: dict[str, Any] = {}
+        # Test controls (sandbox.trades): notifications to drop or delay, by order number or by channel.
+        self.notify_rules: dict[str, dict[str, Any]] = {}
+        # Refunds (sandbox.trades): Alipay's by (trade_no, out_request_no), WeChat Pay's by (mchid, out_refund_no).
+        self.alipay_refunds: dict[tuple[str, str], dict[str, Any]] = {}
+        self.wechat_refunds: dict[tuple[str, str], dict[str, Any]] = {}
+        self.refund_outcome = "SUCCESS"  # how WeChat Pay refunds end: SUCCESS, ABNORMAL or CLOSED
+        self.refund_settle_seconds = 0.2  # how long a WeChat Pay refund stays PROCESSING
+        self.refunds_moved = 0  # refunds that moved money (a retry of one moves none)
 
     @classmethod
     def from_env(cls) -> SandboxPayments:
@@ -145,6 +150,12 @@ class SandboxPayments:
         self, record: dict[str, Any], url: str, build: Callable[[], tuple[bytes, dict[str, str]]],
         acknowledged: Callable[[httpx.Response], bool], attempts: int,
     ) -> None:
+        rule = self.notify_rule(record)
+        if rule.get("drop"):
+            record["notified"], record["dropped"] = False, True
+            return
+        if rule.get("delay_seconds"):
+            await asyncio.sleep(float(rule["delay_seconds"]))
         for delay in self.delays(attempts):
             if delay:
                 await asyncio.sleep(delay)
@@ -164,6 +175,11 @@ class SandboxPayments:
                 record["notified"] = True
                 return
         record["notified"] = False
+
+    def notify_rule(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The test control for a notification: by order number first, then by channel (alipay, wechat)."""
+        channel = "wechat" if "mchid" in record else "alipay"
+        return self.notify_rules.get(str(record.get("out_trade_no")), self.notify_rules.get(channel, {}))
 
     # -- Alipay ----------------------------------------------------------------
 
@@ -263,6 +279,11 @@ class SandboxPayments:
         return body, headers
 
 
+# Further open API methods (sandbox.trades, sandbox.bills, sandbox.messages): method -> handler(state, the
+# verified parameters, request) -> the signed answer.
+ALIPAY_METHODS: dict[str, Callable[[SandboxPayments, dict[str, str], Request], Awaitable[Response]]] = {}
+
+
 def state(request: Request) -> SandboxPayments:
     """The sandbox's payment state, created on first use."""
     st = getattr(request.app.state, "sandbox_payments", None)
@@ -289,8 +310,8 @@ async def alipay_gateway(request: Request) -> Response:
             {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature", "sub_msg": "验签出错"}
         )
     other = ALIPAY_METHODS.get(params.get("method", ""))
-    if other is not None:  # a method another part of the sandbox answers (sandbox.messages)
-        return await other(st, params)
+    if other is not None:
+        return await other(st, params, request)
     if params.get("method") != "alipay.trade.create":
         return st.alipay_response(
             {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-method", "sub_msg": "不存在的方法名"},
@@ -432,4 +453,8 @@ def _parse_wechat_authorization(header: str) -> dict[str, str]:
     return out
 
 
+# Query, close, refunds and bills live beside this module; their routes are served with these.
+from sandbox import bills, trades  # noqa: E402
 
+router.include_router(trades.router)  # type: ignore[has-type]
+router.include_router(bills.router)  # type: ignore[has-type]

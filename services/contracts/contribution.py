@@ -13,6 +13,7 @@ DECLARATION_PAID = "contribution.declaration.paid.v1"
 EMPLOYER_ASSESSED = "contribution.employer.assessed.v1"
 DECLARATION_EXPIRED = "contribution.declaration.expired.v1"
 PAYMENT_REFUND_PENDING = "contribution.payment.refund_pending.v1"
+PAYMENT_REFUNDED = "contribution.payment.refunded.v1"
 
 
 class PolicyPublished(BaseModel):
@@ -77,3 +78,20 @@ class PaymentRefundPending(BaseModel):
     amount_fen: int
     reason: str  # why it could not be credited: paid_after_close, declaration_already_paid, ...
     flagged_at: datetime
+
+
+class PaymentRefunded(BaseModel):
+    """Money of a payment went back to the payer (a refund succeeded at the platform). With `uncredited`,
+    the payment had been credited: its declaration is cancelled and its months are no longer paid."""
+
+    payment_id: str
+    declaration_id: str
+    refund_id: str
+    channel: str
+    amount_fen: int  # this refund
+    refunded_total_fen: int  # every refund of the payment that succeeded so far
+    payment_amount_fen: int
+    reason: str
+    uncredited: bool
+    months: list[str]  # the declaration's months (uncredited when `uncredited`)
+    refunded_at: datetime

@@ -11,6 +11,10 @@ from services.common.settings import CommonSettings
 from services.contribution.api import router
 from services.contribution.payments.api import router as payments_router
 from services.contribution.payments.jobs import payment_closer
+from services.contribution.payments.queries import payment_querier
+from services.contribution.payments.reconciliation import daily_reconciliation
+from services.contribution.payments.refunds import refund_retrier
+from services.contribution.payments.staff_api import router as money_back_router
 from services.contribution.readmodel import REGISTRATION_HANDLERS, REVIEW_HANDLERS
 from services.contribution.reminders import reminder_due, reminder_sending
 from services.contribution.reminders import router as reminders_router
@@ -42,10 +46,10 @@ def create_app(settings: Settings | None = None, common: CommonSettings | None =
         clock=clock,
         title="Contribution service",
         description="Policies, quotes, declarations, payments, records and certificates.",
-        routers=[router, payments_router, webhooks_router, reminders_router],
+        routers=[router, payments_router, money_back_router, webhooks_router, reminders_router],
         consumers={"registration": REGISTRATION_HANDLERS, "review": REVIEW_HANDLERS},
-        background_jobs=[expire_declarations_job, payment_closer, webhook_fan_out, webhook_sender, reminder_due,
-                         reminder_sending],
+        background_jobs=[expire_declarations_job, payment_closer, payment_querier, refund_retrier, daily_reconciliation,
+                         webhook_fan_out, webhook_sender, reminder_due, reminder_sending],
     )
 
 

@@ -222,11 +222,22 @@ class QuoteOut(BaseModel):
     subsidy_fen: int = Field(0, description="government subsidy lines (residents), not part of total_fen")
 
 
+class RefundSummary(BaseModel):
+    """Money of the payment going back to the payer: processing, succeeded, failed or abnormal."""
+
+    id: str
+    status: str
+    amount_fen: int
+    requested_at: datetime
+    finished_at: datetime | None = None
+
+
 class PaymentSummary(BaseModel):
     id: str
     channel: str
     status: str
     certificate_code: str | None = None
+    refunds: list[RefundSummary] = Field(default_factory=list)
 
 
 class LateFeeOut(BaseModel):

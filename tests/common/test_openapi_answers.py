@@ -20,7 +20,8 @@ from services.common.paths import ID_PATTERN, is_id_parameter
 DOCUMENTS = ("registration", "contribution", "card", "review", "gateway")
 METHODS = ("get", "put", "post", "delete", "patch")
 # Platform notifications answer in the platform's own format (Alipay: `fail`; WeChat Pay: {"code": "FAIL"}).
-PLATFORM_FORMAT = {("post", "/contribution/v1/notify/alipay"), ("post", "/contribution/v1/notify/wechatpay")}
+PLATFORM_FORMAT = {("post", "/contribution/v1/notify/alipay"), ("post", "/contribution/v1/notify/wechatpay"),
+                   ("post", "/contribution/v1/notify/wechatpay/refunds")}
 PROBLEM = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 

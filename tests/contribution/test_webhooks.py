@@ -18,8 +18,11 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from services.common.models import OutboxEvent
 from services.common.pii import id_hash, mask_id_number
 from services.contribution.models import Declaration
-from services.contribution.payments.models import Payment
+from services.contribution.payments.models import Payment, Refund, RefundStatus
+from services.contribution.payments.platforms import PaymentPlatforms
+from services.contribution.payments.refunds import Answer, settle
 from services.contribution.payments.service import credit_payment
+from services.contribution.payments.settings import PaymentSettings
 from services.contribution.service import expire_due_declarations
 from services.contribution.webhooks.delivery import BACKOFF, WebhookRuntime, fan_out, send_due
 from services.contribution.webhooks.models import WebhookCursor, WebhookDelivery
@@ -172,7 +175,7 @@ class TestEndpoint:
 
         r = await put(hooks, a, url=RECEIVER + "/v2")
         assert r.status_code == 200 and r.json()["id"] == ep["id"] and r.json()["secret"] is None
-        assert r.json()["events"] == ["payment.succeeded", "declaration.expired", "payment.refund_pending"]
+        assert r.json()["events"] == ["payment.succeeded", "declaration.expired", "payment.refund_pending", "payment.refunded"]
 
         r = await hooks.client.post(f"{W}/secret-rotation", headers=hooks.headers(a))
         assert r.status_code == 200, r.text
@@ -455,6 +458,30 @@ class TestDeliveries:
         assert (d.credit_code, body["type"]) == (AGENCY, "payment.refund_pending")
         assert (body["data"]["payment_id"], body["data"]["channel"], body["data"]["amount_fen"]) == (second, "wechat", total)
         assert body["data"]["person_id_masked"] == mask_id_number(ALICE) and ALICE not in d.payload
+
+    async def test_refunded_goes_to_the_agency(self, hooks: Any) -> None:
+        await put(hooks, agency(AGENCY), events=["payment.refunded"])
+        decl = await agency_declaration(hooks)
+        await paid_with_certificate(hooks, decl)
+        now = hooks.clock.now()
+        async with hooks.db.sessionmaker() as s, s.begin():
+            payment = (await s.execute(select(Payment).where(Payment.declaration_id == decl))).scalars().one()
+            refund = Refund(id=str(uuid.uuid4()), payment_id=payment.id, channel=payment.channel,
+                            out_refund_no="RF" + uuid.uuid4().hex[:24], amount_fen=payment.amount_fen,
+                            status="processing", reason="申请人撤回", uncredit=True, requested_by="staff:S9001",
+                            requested_at=now, attempts=0)
+            s.add(refund)
+            await s.flush()
+            platforms = PaymentPlatforms(PaymentSettings())
+            assert await settle(s, platforms, refund.id, Answer(RefundStatus.succeeded), now) == "succeeded"
+        await fan(hooks)
+        (d,) = await deliveries(hooks)
+        body = json.loads(d.payload)
+        assert (d.credit_code, body["type"]) == (AGENCY, "payment.refunded")
+        data = body["data"]
+        assert (data["payment_id"], data["refund_id"], data["uncredited"]) == (payment.id, refund.id, True)
+        assert data["amount_fen"] == data["refunded_total_fen"] == payment.amount_fen
+        assert data["person_id_masked"] == mask_id_number(ALICE) and ALICE not in d.payload
 
     async def test_a_citizens_own_payment_goes_to_no_unit(self, hooks: Any) -> None:
         await put(hooks, agency(AGENCY))

@@ -100,6 +100,7 @@ async def world(make_service: Any) -> Any:
         wechatpay_base_url="http://sandbox/sandbox/wechatpay",
         alipay_notify_url="http://contribution/contribution/v1/notify/alipay",
         wechatpay_notify_url="http://contribution/contribution/v1/notify/wechatpay",
+        wechatpay_refund_notify_url="http://contribution/contribution/v1/notify/wechatpay/refunds",
         certificate_verify_url="https://socialsec.example/contribution/v1/certificates/",
         payment_timeout_minutes=30,
     )

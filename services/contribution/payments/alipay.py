@@ -245,3 +245,160 @@ def verify_notification(fields: Mapping[str, str], *, public_key: RSAPublicKey) 
         total_amount=fields["total_amount"],
         fields=dict(fields),
     )
+
+
+# ---- trade query, close, refund, bills -------------------------------------------------------
+
+METHOD_TRADE_QUERY = "alipay.trade.query"
+METHOD_TRADE_CLOSE = "alipay.trade.close"
+METHOD_TRADE_REFUND = "alipay.trade.refund"
+METHOD_REFUND_QUERY = "alipay.trade.fastpay.refund.query"
+METHOD_BILL_URL = "alipay.data.dataservice.bill.downloadurl.query"
+TRADE_NOT_EXIST = "ACQ.TRADE_NOT_EXIST"
+
+
+def request_params(config: AlipayConfig, method: str, biz: Mapping[str, object], now: datetime,
+                   *, notify: bool = False) -> dict[str, str]:
+    """The signed common parameters of one open API request carrying `biz_content`."""
+    params = {
+        "app_id": config.app_id,
+        "method": method,
+        "format": "JSON",
+        "charset": "utf-8",
+        "sign_type": "RSA2",
+        "timestamp": now.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S"),
+        "version": "1.0",
+        "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")),
+    }
+    if notify:
+        params["notify_url"] = config.notify_url
+    params["sign"] = rsa2_sign(sign_content(params), config.app_private_key)
+    return params
+
+
+async def call(
+    config: AlipayConfig, client: httpx.AsyncClient, method: str, biz: Mapping[str, object], now: datetime,
+) -> dict[str, object]:
+    """Call one open API method; verify the signed `<method>_response` node; return it when its code is 10000.
+
+    A business refusal raises AlipayError with the node's `code` and `sub_code`.
+    """
+    params = request_params(config, method, biz, now)
+    try:
+        resp = await client.post(config.gateway_url, data=params)
+    except httpx.HTTPError as exc:
+        raise AlipayError(f"Alipay unreachable: {type(exc).__name__}") from exc
+    if resp.status_code != 200:
+        raise AlipayError(f"Alipay answered HTTP {resp.status_code}")
+    node_name = method.replace(".", "_") + "_response"
+    try:
+        raw, node, sign = response_node(resp.text, node_name)
+    except AlipayError:
+        _raw, node, _sign = response_node(resp.text, "error_response")
+        raise AlipayError(f"Alipay refused: {node.get('sub_code') or node.get('code')}", code=str(node.get("code")),
+                          sub_code=str(node.get("sub_code") or "") or None) from None
+    if not sign or not rsa2_verify(raw, sign, config.alipay_public_key):
+        raise AlipayError("Alipay response signature invalid")
+    if node.get("code") != "10000":
+        raise AlipayError(
+            f"Alipay refused: {node.get('sub_code') or node.get('code')}",
+            code=str(node.get("code")), sub_code=str(node.get("sub_code") or "") or None,
+        )
+    return node
+
+
+@dataclass(frozen=True)
+class TradeState:
+    """What `alipay.trade.query` says of one order."""
+
+    out_trade_no: str
+    trade_no: str
+    trade_status: str  # WAIT_BUYER_PAY, TRADE_CLOSED, TRADE_SUCCESS, TRADE_FINISHED
+    total_amount: str
+    send_pay_date: str | None
+
+    @property
+    def paid(self) -> bool:
+        return self.trade_status in PAID_STATUSES
+
+    @property
+    def closed(self) -> bool:
+        return self.trade_status == CLOSED_STATUS
+
+
+async def query_trade(
+    config: AlipayConfig, client: httpx.AsyncClient, *, out_trade_no: str, now: datetime,
+) -> TradeState | None:
+    """`alipay.trade.query` by our order number; None when Alipay has no such trade (never created or paid)."""
+    try:
+        node = await call(config, client, METHOD_TRADE_QUERY, {"out_trade_no": out_trade_no}, now)
+    except AlipayError as exc:
+        if exc.sub_code == TRADE_NOT_EXIST:
+            return None
+        raise
+    if node.get("out_trade_no") != out_trade_no or not isinstance(node.get("trade_no"), str):
+        raise AlipayError("Alipay answered another order")
+    send = node.get("send_pay_date")
+    return TradeState(
+        out_trade_no=out_trade_no, trade_no=str(node["trade_no"]), trade_status=str(node.get("trade_status") or ""),
+        total_amount=str(node.get("total_amount") or ""), send_pay_date=send if isinstance(send, str) else None,
+    )
+
+
+async def close_trade(config: AlipayConfig, client: httpx.AsyncClient, *, out_trade_no: str, now: datetime) -> bool:
+    """`alipay.trade.close`: True when closed now, False when Alipay has no such trade.
+
+    A trade paid meanwhile is refused with `ACQ.TRADE_STATUS_ERROR` (an AlipayError): query it then.
+    """
+    try:
+        await call(config, client, METHOD_TRADE_CLOSE, {"out_trade_no": out_trade_no}, now)
+    except AlipayError as exc:
+        if exc.sub_code == TRADE_NOT_EXIST:
+            return False
+        raise
+    return True
+
+
+@dataclass(frozen=True)
+class RefundAnswer:
+    """`alipay.trade.refund` answers synchronously: `fund_change` Y when this call moved money."""
+
+    trade_no: str
+    fund_change: bool
+    refund_fee: str  # the trade's total refunded so far, yuan
+
+
+async def refund(
+    config: AlipayConfig, client: httpx.AsyncClient, *, out_trade_no: str, amount_fen: int, reason: str,
+    out_request_no: str, now: datetime,
+) -> RefundAnswer:
+    """`alipay.trade.refund` of part or all of a trade; idempotent per `out_request_no` (a retry moves no money)."""
+    biz = {"out_trade_no": out_trade_no, "refund_amount": fen_to_yuan(amount_fen), "refund_reason": reason[:256],
+           "out_request_no": out_request_no}
+    node = await call(config, client, METHOD_TRADE_REFUND, biz, now)
+    if node.get("out_trade_no") != out_trade_no:
+        raise AlipayError("Alipay answered another order")
+    return RefundAnswer(trade_no=str(node.get("trade_no") or ""), fund_change=node.get("fund_change") == "Y",
+                        refund_fee=str(node.get("refund_fee") or ""))
+
+
+async def refund_query(
+    config: AlipayConfig, client: httpx.AsyncClient, *, out_trade_no: str, out_request_no: str, now: datetime,
+) -> str | None:
+    """`alipay.trade.fastpay.refund.query`: the refund's amount (yuan) when it succeeded, else None."""
+    node = await call(config, client, METHOD_REFUND_QUERY,
+                      {"out_trade_no": out_trade_no, "out_request_no": out_request_no}, now)
+    if node.get("refund_status") == "REFUND_SUCCESS" and node.get("out_request_no") == out_request_no:
+        return str(node.get("refund_amount") or "")
+    return None
+
+
+async def bill_download_url(
+    config: AlipayConfig, client: httpx.AsyncClient, *, bill_date: str, now: datetime, bill_type: str = "trade",
+) -> str:
+    """`alipay.data.dataservice.bill.downloadurl.query`: the short-lived URL of the day's zipped bill."""
+    node = await call(config, client, METHOD_BILL_URL, {"bill_type": bill_type, "bill_date": bill_date}, now)
+    url = node.get("bill_download_url")
+    if not isinstance(url, str) or not url:
+        raise AlipayError("Alipay answered no bill_download_url")
+    return url

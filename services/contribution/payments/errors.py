@@ -57,3 +57,39 @@ class CertificateNotFound(DomainError):
     code = "certificate_not_found"
     title_zh = "凭证不存在或验证码错误"
     title_en = "No certificate with this verification code"
+
+
+class PaymentNotRefundable(DomainError):
+    status = 409
+    code = "payment_not_refundable"
+    title_zh = "该笔支付当前不能退款"
+    title_en = "This payment cannot be refunded in its current state"
+
+
+class RefundExceedsPayment(DomainError):
+    status = 409
+    code = "refund_exceeds_payment"
+    title_zh = "退款金额不能超过该笔支付的金额，该笔支付已全部退款或正在退款"
+    title_en = "A refund cannot exceed the payment: it is already refunded or being refunded in full"
+
+
+class ReconciliationDateInvalid(DomainError):
+    status = 422
+    code = "reconciliation_date_invalid"
+    title_zh = "对账日期无效：只能核对今天之前的日期（北京时间）"
+    title_en = "Reconciliation date invalid: only days before today (Asia/Shanghai) have a bill"
+
+
+class ReconciliationNotFound(DomainError):
+    status = 404
+    code = "reconciliation_not_found"
+    title_zh = "该日期和渠道尚未对账"
+    title_en = "No reconciliation for this date and channel"
+
+
+class BillUnavailable(DomainError):
+    status = 502
+    code = "bill_unavailable"
+    title_zh = "暂时无法从支付平台获取对账单，请稍后再试"
+    title_en = "The platform's bill could not be fetched, please try again later"
+    keeps_changes = True

@@ -1,4 +1,4 @@
-"""Background job: close unpaid payments past their time so the declaration can be paid again."""
+"""Background job: close unpaid payments past their time (at the platform first) so the declaration can be paid again."""
 
 from __future__ import annotations
 
@@ -9,18 +9,15 @@ from fastapi import FastAPI
 
 from services.common.jobs import periodic
 from services.contribution.payments.platforms import platforms_of
-from services.contribution.payments.service import close_expired_payments, pending_abandoned_before
+from services.contribution.payments.queries import close_due_payments_once
 
 log = logging.getLogger("socialsec.contribution.payments")
 
 
 async def close_payments_once(app: FastAPI) -> int:
-    """One pass: close every open payment past its time, and those a crash left waiting for the platform's answer."""
-    now = app.state.clock.now()
-    async with app.state.db.sessionmaker() as session, session.begin():
-        return await close_expired_payments(
-            session=session, now=now, pending_before=pending_abandoned_before(platforms_of(app), now),
-        )
+    """One pass: close every open payment past its time, and those a crash left waiting for the platform's answer,
+    at the platform first (`payments.queries`); one paid meanwhile is credited instead."""
+    return await close_due_payments_once(app)
 
 
 async def payment_closer(app: FastAPI, stop: asyncio.Event) -> None:

@@ -6,7 +6,12 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.contribution.payments.models import PaymentChannel, PaymentStatus
+from services.contribution.payments.models import (
+    PaymentChannel,
+    PaymentStatus,
+    ReconciliationOutcome,
+    RefundStatus,
+)
 
 
 class PaymentIn(BaseModel):
@@ -78,4 +83,69 @@ class PaymentRecord(BaseModel):
 
 class PaymentPage(BaseModel):
     items: list[PaymentRecord]
+    next_cursor: str | None = None
+
+
+class RefundIn(BaseModel):
+    """Refund a payment: why (kept in the audit log and sent to the platform)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=80, description="shown to the payer by the platform")
+
+
+class RefundOut(BaseModel):
+    """A refund of a payment. `status`: processing, succeeded, failed or abnormal."""
+
+    id: str
+    payment_id: str
+    channel: PaymentChannel
+    status: RefundStatus
+    amount_fen: int
+    out_refund_no: str
+    reason: str
+    uncredit: bool = Field(description="the payment had been credited: its months are uncredited when the refund succeeds")
+    requested_at: datetime
+    finished_at: datetime | None = None
+    platform_refund_no: str | None = None
+
+
+class ReconciliationIn(BaseModel):
+    """Reconcile a day (Asia/Shanghai, before today) on a channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    date: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="YYYY-MM-DD, a day before today")
+    channel: PaymentChannel
+
+
+class ReconciliationItemOut(BaseModel):
+    """A trade or refund of the day: `outcome` matched, ours_only, theirs_only, amount_differs or status_differs;
+    `resolution` what was done or found (credited after a query, unknown_order, ...)."""
+
+    kind: str = Field(description="trade or refund")
+    outcome: ReconciliationOutcome
+    out_trade_no: str
+    out_refund_no: str | None = None
+    platform_no: str | None = None
+    payment_id: str | None = None
+    refund_id: str | None = None
+    ours_fen: int | None = None
+    theirs_fen: int | None = None
+    ours_status: str | None = None
+    theirs_status: str | None = None
+    resolution: str | None = None
+
+
+class ReconciliationOut(BaseModel):
+    """A day's reconciliation on a channel: counts per outcome and one page of items (by number)."""
+
+    date: str
+    channel: PaymentChannel
+    counts: dict[str, int]
+    bill_rows: int
+    runs: int
+    first_run_at: datetime
+    last_run_at: datetime
+    items: list[ReconciliationItemOut]
     next_cursor: str | None = None

@@ -57,6 +57,7 @@ from services.contribution.payments.models import (
 )
 from services.contribution.payments.money import AmountInvalid, yuan_to_fen
 from services.contribution.payments.platforms import PaymentPlatforms
+from services.contribution.payments.refund_views import refund_summaries
 from services.contribution.payments.schemas import CertificateCheck, PaymentOut, PaymentRecord
 from services.contribution.schemas import PaymentSummary
 from services.contribution.service import (
@@ -86,9 +87,11 @@ async def payment_summaries(session: AsyncSession, declaration_ids: list[str]) -
             select(Payment).where(Payment.declaration_id.in_(declaration_ids)).order_by(Payment.opened_at, Payment.id)
         )
     ).scalars().all()
+    refunds = await refund_summaries(session, [p.id for p in rows])
     for p in rows:
         out.setdefault(p.declaration_id, []).append(
-            PaymentSummary(id=p.id, channel=p.channel, status=p.status, certificate_code=p.certificate_code)
+            PaymentSummary(id=p.id, channel=p.channel, status=p.status, certificate_code=p.certificate_code,
+                           refunds=refunds.get(p.id, []))
         )
     return out
 

@@ -50,6 +50,20 @@ class PaymentSettings(BaseSettings):
     payment_timeout_minutes: int = Field(default=30, gt=0, le=7 * 24 * 60)
     payment_close_interval_seconds: float = Field(default=30.0, gt=0)
     platform_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Asking before closing (payments.queries): an open payment without a notification is queried after
+    # this many seconds, then again with doubling waits up to the maximum.
+    payment_query_after_seconds: float = Field(default=60.0, gt=0)
+    payment_query_max_wait_seconds: float = Field(default=600.0, gt=0)
+    payment_query_interval_seconds: float = Field(default=15.0, gt=0)
+    # Refunds (payments.refunds): where WeChat Pay sends refund notifications; how often unsettled
+    # refunds are asked again.
+    wechatpay_refund_notify_url: str = "http://127.0.0.1:8002/contribution/v1/notify/wechatpay/refunds"
+    refund_retry_seconds: float = Field(default=120.0, gt=0)
+    refund_interval_seconds: float = Field(default=30.0, gt=0)
+    # Daily reconciliation (payments.reconciliation): yesterday's bills (Asia/Shanghai) are fetched from
+    # this hour on (the platforms publish them in the morning), looked for every interval.
+    reconciliation_hour: int = Field(default=10, ge=0, le=23)
+    reconciliation_interval_seconds: float = Field(default=600.0, gt=0)
     certificate_font_file: Path | None = None
     certificate_verify_url: str = "http://127.0.0.1:8000/contribution/v1/certificates/"
 

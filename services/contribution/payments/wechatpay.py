@@ -292,3 +292,261 @@ async def jsapi_prepay(
     if not isinstance(prepay_id, str) or not prepay_id:
         raise WechatPayError("WeChat Pay answer has no prepay_id")
     return prepay_id
+
+
+# ---- query, close, refunds, bills ----------------------------------------------------------------
+
+REFUNDS_PATH = "/v3/refund/domestic/refunds"
+TRADEBILL_PATH = "/v3/bill/tradebill"
+
+
+def _path_of(url: str) -> str:
+    split = urlsplit(url)
+    return split.path + (f"?{split.query}" if split.query else "")
+
+
+async def api(
+    config: WechatPayConfig, client: httpx.AsyncClient, method: str, path: str, *, now: int,
+    payload: Mapping[str, Any] | None = None,
+) -> tuple[int, dict[str, Any] | None]:
+    """One signed API v3 call; the platform's answer verified: (HTTP status, JSON body or None for 204)."""
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")) if payload is not None else ""
+    url = config.base_url.rstrip("/") + path
+    auth = authorization(
+        method=method, url_path=_path_of(url), body=body, mchid=config.mchid, serial_no=config.merchant_serial,
+        key=config.merchant_key, timestamp=now,
+    )
+    headers = {"Authorization": auth, "Accept": "application/json"}
+    if payload is not None:
+        headers["Content-Type"] = "application/json"
+    try:
+        resp = await client.request(method, url, content=body.encode() if payload is not None else None, headers=headers)
+    except httpx.HTTPError as exc:
+        raise WechatPayError(f"WeChat Pay unreachable: {type(exc).__name__}") from exc
+    try:
+        verify_signed_message(
+            headers=resp.headers, body=resp.content, platform_keys=config.platform_keys, now=now,
+            tolerance=config.tolerance_seconds,
+        )
+    except NotificationRejected as exc:
+        raise WechatPayError(f"WeChat Pay answer not verified: {exc.reason}") from exc
+    if resp.status_code == 204 or not resp.content:
+        return resp.status_code, None
+    try:
+        data = resp.json()
+    except ValueError as exc:
+        raise WechatPayError("WeChat Pay answer is not JSON") from exc
+    if not isinstance(data, dict):
+        raise WechatPayError("WeChat Pay answer is not an object")
+    return resp.status_code, data
+
+
+class WechatPayRefused(WechatPayError):
+    """A 4xx answer with the platform's error `code` (ORDER_NOT_EXIST, ORDERPAID, NOT_ENOUGH, ...)."""
+
+    def __init__(self, status: int, code: str, message: str = "") -> None:
+        super().__init__(f"WeChat Pay refused: HTTP {status} {code}".strip())
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _refused(status: int, data: dict[str, Any] | None) -> WechatPayRefused:
+    data = data or {}
+    return WechatPayRefused(status, str(data.get("code") or ""), str(data.get("message") or ""))
+
+
+@dataclass(frozen=True)
+class OrderState:
+    """What the order query says: trade_state SUCCESS, REFUND, NOTPAY, CLOSED, REVOKED, USERPAYING, PAYERROR."""
+
+    out_trade_no: str
+    transaction_id: str | None
+    trade_state: str
+    total_fen: int | None
+    success_time: str | None
+
+    @property
+    def paid(self) -> bool:
+        return self.trade_state in ("SUCCESS", "REFUND")
+
+    @property
+    def closed(self) -> bool:
+        return self.trade_state in ("CLOSED", "REVOKED", "PAYERROR")
+
+
+async def query_order(
+    config: WechatPayConfig, client: httpx.AsyncClient, *, out_trade_no: str, now: int,
+) -> OrderState | None:
+    """`GET /v3/pay/transactions/out-trade-no/{out_trade_no}?mchid=`; None when WeChat Pay has no such order."""
+    status, data = await api(config, client, "GET",
+                             f"/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={config.mchid}", now=now)
+    if status == 404 or (status >= 400 and (data or {}).get("code") == "ORDER_NOT_EXIST"):
+        return None
+    if status != 200 or data is None:
+        raise _refused(status, data)
+    if data.get("out_trade_no") != out_trade_no or data.get("mchid") not in (None, config.mchid):
+        raise WechatPayError("WeChat Pay answered another order")
+    amount = data.get("amount")
+    total = amount.get("total") if isinstance(amount, dict) else None
+    tid, st = data.get("transaction_id"), data.get("success_time")
+    return OrderState(
+        out_trade_no=out_trade_no, transaction_id=tid if isinstance(tid, str) and tid else None,
+        trade_state=str(data.get("trade_state") or ""),
+        total_fen=total if isinstance(total, int) and not isinstance(total, bool) else None,
+        success_time=st if isinstance(st, str) else None,
+    )
+
+
+async def close_order(config: WechatPayConfig, client: httpx.AsyncClient, *, out_trade_no: str, now: int) -> bool:
+    """`POST .../out-trade-no/{out_trade_no}/close` (204): True when closed, False when there is no such order.
+
+    A paid order is refused (`ORDERPAID`, a WechatPayRefused): query it then.
+    """
+    status, data = await api(config, client, "POST", f"/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
+                             now=now, payload={"mchid": config.mchid})
+    if status == 204:
+        return True
+    if status == 404 or (data or {}).get("code") == "ORDER_NOT_EXIST":
+        return False
+    raise _refused(status, data)
+
+
+@dataclass(frozen=True)
+class RefundState:
+    """A refund as the platform answers it: status SUCCESS, CLOSED, PROCESSING or ABNORMAL."""
+
+    out_refund_no: str
+    refund_id: str | None
+    status: str
+    refund_fen: int | None
+    success_time: str | None
+
+
+def _refund_state(data: Mapping[str, Any], status_field: str = "status") -> RefundState:
+    amount = data.get("amount")
+    refund_fen = amount.get("refund") if isinstance(amount, dict) else None
+    rid, st = data.get("refund_id"), data.get("success_time")
+    return RefundState(
+        out_refund_no=str(data.get("out_refund_no") or ""), refund_id=rid if isinstance(rid, str) else None,
+        status=str(data.get(status_field) or ""),
+        refund_fen=refund_fen if isinstance(refund_fen, int) and not isinstance(refund_fen, bool) else None,
+        success_time=st if isinstance(st, str) else None,
+    )
+
+
+async def create_refund(
+    config: WechatPayConfig, client: httpx.AsyncClient, *, out_trade_no: str, out_refund_no: str, refund_fen: int,
+    total_fen: int, reason: str, notify_url: str, now: int,
+) -> RefundState:
+    """`POST /v3/refund/domestic/refunds`; idempotent per `out_refund_no`. Usually answers PROCESSING."""
+    payload = {
+        "out_trade_no": out_trade_no, "out_refund_no": out_refund_no, "reason": reason[:80], "notify_url": notify_url,
+        "amount": {"refund": refund_fen, "total": total_fen, "currency": "CNY"},
+    }
+    status, data = await api(config, client, "POST", REFUNDS_PATH, now=now, payload=payload)
+    if status != 200 or data is None:
+        raise _refused(status, data)
+    state = _refund_state(data)
+    if state.out_refund_no != out_refund_no:
+        raise WechatPayError("WeChat Pay answered another refund")
+    return state
+
+
+async def query_refund(
+    config: WechatPayConfig, client: httpx.AsyncClient, *, out_refund_no: str, now: int,
+) -> RefundState | None:
+    """`GET /v3/refund/domestic/refunds/{out_refund_no}`; None when WeChat Pay has no such refund."""
+    status, data = await api(config, client, "GET", f"{REFUNDS_PATH}/{out_refund_no}", now=now)
+    if status == 404 or (data or {}).get("code") == "RESOURCE_NOT_EXISTS":
+        return None
+    if status != 200 or data is None:
+        raise _refused(status, data)
+    return _refund_state(data)
+
+
+@dataclass(frozen=True)
+class RefundNotice:
+    """A verified, decrypted refund notification."""
+
+    notification_id: str
+    event_type: str  # REFUND.SUCCESS, REFUND.ABNORMAL, REFUND.CLOSED
+    mchid: str
+    out_trade_no: str
+    out_refund_no: str
+    refund_id: str | None
+    refund_status: str
+    refund_fen: int | None
+    success_time: str | None
+    data: dict[str, Any]
+
+
+def parse_refund_notification(config: WechatPayConfig, *, headers: Mapping[str, str], body: bytes, now: int) -> RefundNotice:
+    """Verify, decrypt and read a refund notification, or raise NotificationRejected."""
+    if len(body) > MAX_NOTIFICATION_BYTES:
+        raise NotificationRejected("too_large")
+    verify_signed_message(
+        headers=headers, body=body, platform_keys=config.platform_keys, now=now, tolerance=config.tolerance_seconds
+    )
+    try:
+        envelope = json.loads(body)
+    except ValueError as exc:
+        raise NotificationRejected("json") from exc
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("resource"), dict):
+        raise NotificationRejected("resource")
+    data = decrypt_resource(envelope["resource"], config.apiv3_key)
+    state = _refund_state(data, "refund_status")
+    out_trade_no = data.get("out_trade_no")
+    if not state.out_refund_no or not isinstance(out_trade_no, str) or not state.status:
+        raise NotificationRejected("fields")
+    return RefundNotice(
+        notification_id=str(envelope.get("id") or ""), event_type=str(envelope.get("event_type") or ""),
+        mchid=str(data.get("mchid") or ""), out_trade_no=out_trade_no, out_refund_no=state.out_refund_no,
+        refund_id=state.refund_id, refund_status=state.status, refund_fen=state.refund_fen,
+        success_time=state.success_time, data=data,
+    )
+
+
+@dataclass(frozen=True)
+class BillLink:
+    download_url: str
+    hash_type: str
+    hash_value: str
+
+
+async def trade_bill(config: WechatPayConfig, client: httpx.AsyncClient, *, bill_date: str, now: int) -> BillLink:
+    """`GET /v3/bill/tradebill?bill_date=&bill_type=ALL&tar_type=GZIP`: where to download the day's bill."""
+    status, data = await api(config, client, "GET",
+                             f"{TRADEBILL_PATH}?bill_date={bill_date}&bill_type=ALL&tar_type=GZIP", now=now)
+    if status != 200 or data is None:
+        raise _refused(status, data)
+    url, kind, value = data.get("download_url"), data.get("hash_type"), data.get("hash_value")
+    if not isinstance(url, str) or not isinstance(kind, str) or not isinstance(value, str):
+        raise WechatPayError("WeChat Pay answered no download_url")
+    return BillLink(download_url=url, hash_type=kind, hash_value=value)
+
+
+async def download_bill(config: WechatPayConfig, client: httpx.AsyncClient, link: BillLink, *, now: int) -> bytes:
+    """The day's bill, unzipped: the download is a signed request, its answer checked by the SHA1 of the bill."""
+    import gzip
+    import hashlib
+
+    auth = authorization(
+        method="GET", url_path=_path_of(link.download_url), body="", mchid=config.mchid,
+        serial_no=config.merchant_serial, key=config.merchant_key, timestamp=now,
+    )
+    try:
+        resp = await client.get(link.download_url, headers={"Authorization": auth})
+    except httpx.HTTPError as exc:
+        raise WechatPayError(f"WeChat Pay unreachable: {type(exc).__name__}") from exc
+    if resp.status_code != 200:
+        raise WechatPayError(f"WeChat Pay bill download answered HTTP {resp.status_code}")
+    raw = resp.content
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise WechatPayError("WeChat Pay bill is not a readable gzip file") from exc
+    if link.hash_type.upper() != "SHA1" or hashlib.sha1(raw, usedforsecurity=False).hexdigest().lower() != link.hash_value.lower():
+        raise WechatPayError("WeChat Pay bill hash mismatch")
+    return raw

@@ -15,7 +15,8 @@ endpoint whose deliveries have all failed for 5 days is disabled, with the reaso
 
 Which unit an event is for:
 - `payment.succeeded` (`contribution.declaration.paid.v1`) and `payment.refund_pending`
-  (`contribution.payment.refund_pending.v1`): an employer declaration's or an
+  (`contribution.payment.refund_pending.v1`), and `payment.refunded`
+  (`contribution.payment.refunded.v1`): an employer declaration's or an
   assessment's employer; else the agency that made the declaration for the person,
   else the agency that opened the payment; a citizen paying their own declaration
   is nobody's unit.
@@ -42,7 +43,12 @@ from standardwebhooks import Webhook
 from services.common.clock import Clock, aware
 from services.common.db import Database
 from services.common.events import CloudEvent, read_feed
-from services.contribution.events import DECLARATION_EXPIRED, DECLARATION_PAID, PAYMENT_REFUND_PENDING
+from services.contribution.events import (
+    DECLARATION_EXPIRED,
+    DECLARATION_PAID,
+    PAYMENT_REFUND_PENDING,
+    PAYMENT_REFUNDED,
+)
 from services.contribution.models import Declaration, DeclarationSource, KnownPerson
 from services.contribution.payments.models import Payment
 from services.contribution.settings import Settings
@@ -160,7 +166,7 @@ async def _payment(session: AsyncSession, payment_id: Any) -> Payment | None:
 async def notice_of(session: AsyncSession, event: CloudEvent) -> Notice | None:
     """The webhook an outbox event makes, and for which unit; None when it concerns no unit."""
     data = event.data
-    if event.type in (DECLARATION_PAID, PAYMENT_REFUND_PENDING):
+    if event.type in (DECLARATION_PAID, PAYMENT_REFUND_PENDING, PAYMENT_REFUNDED):
         decl = await session.get(Declaration, data.get("declaration_id"))
         if decl is None:
             return None
@@ -180,6 +186,11 @@ async def notice_of(session: AsyncSession, event: CloudEvent) -> Notice | None:
             body = {**common, "amount_fen": amount, "paid_by": data.get("paid_by"), "paid_at": data.get("paid_at"),
                     "certificate_code": payment.certificate_code if payment is not None else None}
             return Notice(*unit, type=WebhookEventType.payment_succeeded, data=body)
+        if event.type == PAYMENT_REFUNDED:
+            body = {**common, "refund_id": data.get("refund_id"), "amount_fen": data.get("amount_fen"),
+                    "refunded_total_fen": data.get("refunded_total_fen"), "reason": data.get("reason"),
+                    "uncredited": data.get("uncredited"), "refunded_at": data.get("refunded_at")}
+            return Notice(*unit, type=WebhookEventType.payment_refunded, data=body)
         body = {**common, "amount_fen": data.get("amount_fen"), "reason": data.get("reason"),
                 "flagged_at": data.get("flagged_at")}
         return Notice(*unit, type=WebhookEventType.payment_refund_pending, data=body)

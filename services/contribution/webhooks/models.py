@@ -20,6 +20,7 @@ class WebhookEventType(StrEnum):
     payment_succeeded = "payment.succeeded"
     declaration_expired = "declaration.expired"
     payment_refund_pending = "payment.refund_pending"
+    payment_refunded = "payment.refunded"
 
 
 class UnitKind(StrEnum):

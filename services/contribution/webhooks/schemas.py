@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.contribution.webhooks.models import DeliveryStatus, EndpointStatus
 
-EVENTS_DOC = "payment.succeeded, declaration.expired, payment.refund_pending; all three when left out"
+EVENTS_DOC = "payment.succeeded, declaration.expired, payment.refund_pending, payment.refunded; all of them when left out"
 
 
 class WebhookIn(BaseModel):
