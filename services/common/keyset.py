@@ -184,6 +184,8 @@ class KeySet:
                 continue
             st = os.stat(path)
             out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        if self._extra is not None:
+            out.append(tuple(thumbprint(k) for k in self._extra()))
         return tuple(out)
 
     def _load(self, stamp: tuple[Any, ...]) -> None:
