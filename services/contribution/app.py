@@ -10,7 +10,7 @@ from services.common.jobs import periodic
 from services.common.settings import CommonSettings
 from services.contribution.api import router
 from services.contribution.payments.api import router as payments_router
-from services.contribution.payments.jobs import payment_closer
+from services.contribution.payments.jobs import payment_closer, wechatpay_certificates
 from services.contribution.readmodel import REGISTRATION_HANDLERS, REVIEW_HANDLERS
 from services.contribution.service import expire_due_declarations
 from services.contribution.settings import Settings
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, common: CommonSettings | None =
         description="Policies, quotes, declarations, payments, records and certificates.",
         routers=[router, payments_router, webhooks_router],
         consumers={"registration": REGISTRATION_HANDLERS, "review": REVIEW_HANDLERS},
-        background_jobs=[expire_declarations_job, payment_closer, webhook_fan_out, webhook_sender],
+        background_jobs=[expire_declarations_job, payment_closer, webhook_fan_out, webhook_sender, wechatpay_certificates],
     )
 
 

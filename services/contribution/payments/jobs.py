@@ -1,15 +1,18 @@
-"""Background job: close unpaid payments past their time so the declaration can be paid again."""
+"""Background jobs: close unpaid payments past their time so the declaration can be paid again; keep the
+WeChat Pay platform certificates fresh in certificate mode."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import suppress
 
 from fastapi import FastAPI
 
 from services.common.jobs import periodic
 from services.contribution.payments.platforms import platforms_of
 from services.contribution.payments.service import close_expired_payments, pending_abandoned_before
+from services.contribution.payments.wechatpay import WechatPayError, refresh_certificates
 
 log = logging.getLogger("socialsec.contribution.payments")
 
@@ -34,3 +37,38 @@ async def payment_closer(app: FastAPI, stop: asyncio.Event) -> None:
     except Exception as exc:
         log.error("payment configuration is not usable: %s", exc)
     await periodic("closing unpaid payments", close_payments_once, lambda _app: interval)(app, stop)
+
+
+CERTIFICATES_RETRY_SECONDS = 60.0
+
+
+async def refresh_wechatpay_certificates_once(app: FastAPI) -> int:
+    """Fetch the WeChat Pay platform certificates into the platform keys; how many are known."""
+    platforms = platforms_of(app)
+    now = int(app.state.clock.now().timestamp())
+    certificates = await refresh_certificates(platforms.wechat, platforms.wechat_platform_keys, platforms.client, now=now)
+    log.info("wechatpay platform certificates: %s", ", ".join(c.serial_no for c in certificates) or "none")
+    return len(certificates)
+
+
+async def wechatpay_certificates(app: FastAPI, stop: asyncio.Event) -> None:
+    """In certificate mode, fetch the platform certificates now and every refresh interval (a minute after a failure)."""
+    try:
+        settings = platforms_of(app).settings
+    except Exception as exc:
+        log.error("payment configuration is not usable: %s", exc)
+        return
+    if not settings.wechatpay_certificate_mode:
+        return
+    while not stop.is_set():
+        wait = settings.wechatpay_certificates_refresh_seconds
+        try:
+            await refresh_wechatpay_certificates_once(app)
+        except (WechatPayError, ValueError) as exc:
+            log.error("wechatpay platform certificates not refreshed: %s", exc)
+            wait = min(wait, CERTIFICATES_RETRY_SECONDS)
+        except Exception:
+            log.exception("wechatpay platform certificates not refreshed")
+            wait = min(wait, CERTIFICATES_RETRY_SECONDS)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=wait)
