@@ -55,7 +55,10 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     app.include_router(tokens_router)
     payments = _payments_router()
     if payments is not None:
+        from sandbox.certificates import router as certificates_router
+
         app.include_router(payments)
+        app.include_router(certificates_router)
     return app
 
 
