@@ -175,6 +175,7 @@ class KeySet:
             raise ConfigurationError(f"{name}: {exc}") from exc
         if not self.keys:
             raise ConfigurationError(f"{name}: the key set is empty")
+        self._checked = monotonic()
 
     def _stamps(self) -> tuple[Any, ...]:
         out: list[Any] = []
@@ -272,6 +273,7 @@ class WatchedKey:
             self._load()
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"{name}: {exc}") from exc
+        self._checked = monotonic()
 
     def _load(self) -> None:
         st = os.stat(self.path)
