@@ -60,7 +60,7 @@ class QrSigner:
         key_id: str | None = None, public_keys_file: Path | None = None, check_seconds: float = 5.0,
     ) -> None:
         self._fixed: tuple[str, str] | None = None
-        self._watched: WatchedKey | None = None
+        self.signing: WatchedKey | None = None
         self._own: Callable[[], list[ec.EllipticCurvePublicKey]]
         if key_file is None:
             if private_key_pem is None:
@@ -70,8 +70,8 @@ class QrSigner:
             self._fixed = (key_id or thumbprint(own), private_key_pem)
             self._own = lambda: [own]
         else:
-            self._watched = WatchedKey(name="e-card QR signing key", path=key_file, kid=key_id, check_seconds=check_seconds)
-            watched = self._watched
+            self.signing = WatchedKey(name="e-card QR signing key", path=key_file, kid=key_id, check_seconds=check_seconds)
+            watched = self.signing
 
             def own_keys() -> list[ec.EllipticCurvePublicKey]:
                 watched.refresh()
@@ -91,8 +91,8 @@ class QrSigner:
     def _current(self) -> tuple[str, str]:
         if self._fixed is not None:
             return self._fixed
-        assert self._watched is not None
-        return self._watched.current()
+        assert self.signing is not None
+        return self.signing.current()
 
     def sign(self, claims: dict[str, Any]) -> str:
         kid, pem = self._current()
