@@ -60,12 +60,14 @@ class KidRecorder:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.kids: list[str | None] = []
+        self.received = asyncio.Event()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             for k, v in scope["headers"]:
                 if k == b"x-principal":
                     self.kids.append(jws.get_unverified_header(v.decode()).get("kid"))
+                    self.received.set()
         await self.app(scope, receive, send)
 
 
@@ -252,7 +254,8 @@ class TestRotationWithoutOutage:
             target = recorder.kids.count(kid) + count
             async with asyncio.timeout(30):
                 while recorder.kids.count(kid) < target:
-                    await asyncio.sleep(0.01)
+                    recorder.received.clear()
+                    await recorder.received.wait()
 
         clients = [asyncio.create_task(client(n)) for n in range(4)]
         try:
