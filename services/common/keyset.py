@@ -171,7 +171,7 @@ class KeySet:
         self.keys: tuple[SetKey, ...] = ()
         try:
             self._load(self._stamps())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError) as exc:
             raise ConfigurationError(f"{name}: {exc}") from exc
         if not self.keys:
             raise ConfigurationError(f"{name}: the key set is empty")
@@ -226,7 +226,7 @@ class KeySet:
                 if stamp == self._stamp and not force:
                     return False
                 self._load(stamp)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, TypeError) as exc:
                 log.error("%s not reloaded, keeping %d keys: %s", self.name, len(self.keys), exc)
                 return False
         if not self.keys:
@@ -271,7 +271,7 @@ class WatchedKey:
         self.pem = ""
         try:
             self._load()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError) as exc:
             raise ConfigurationError(f"{name}: {exc}") from exc
         self._checked = monotonic()
 
@@ -303,7 +303,7 @@ class WatchedKey:
                     return False
                 old = self.kid
                 self._load()
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, TypeError) as exc:
                 log.error("%s not reloaded, still signing with %s: %s", self.name, self.kid, exc)
                 return False
         if self.kid != old:
