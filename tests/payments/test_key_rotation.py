@@ -146,10 +146,22 @@ class TestWechatPayCertificates:
 
     async def test_an_answer_signed_by_an_unknown_key_is_not_believed(self, world: PayWorld) -> None:
         platforms = _with_settings(world, wechatpay_certificate_mode=True)
-        world.platform._keys["wechatpay-platform.pem"] = ind.new_rsa_key()  # an impostor signs
-        with pytest.raises(wechatpay.WechatPayError, match="not verified"):
+        world.platform._keys["wechatpay-platform.pem"] = ind.new_rsa_key()  # an impostor signs, as the known serial
+        with pytest.raises(wechatpay.WechatPayError, match="not verified: signature"):
+            await refresh_wechatpay_certificates_once(world.svc.app)
+        world.platform.platform_serial = "ABCDEF0123"  # ... or as a serial the list does not hold
+        with pytest.raises(wechatpay.WechatPayError, match="not verified: unknown_serial"):
             await refresh_wechatpay_certificates_once(world.svc.app)
         assert platforms.wechat_platform_keys.fetched == {}
+
+    async def test_an_answer_signed_by_a_listed_certificate_not_known_yet_is_believed(self, world: PayWorld) -> None:
+        # The platform switched to a new certificate before our first fetch: the certificate comes
+        # authenticated by the APIv3 key, and the answer verifies with it.
+        platforms = _with_settings(world, wechatpay_certificate_mode=True)
+        second = (await world.sandbox.post("/sandbox/wechatpay/certificates")).json()["serial_no"]
+        await world.sandbox.post(f"/sandbox/wechatpay/certificates/{second}/use")
+        assert await refresh_wechatpay_certificates_once(world.svc.app) == 2
+        assert second in platforms.wechat_platform_keys
 
     def test_read_certificates_refuses_a_wrong_serial_a_bad_ciphertext_and_keeps_valid_ones(self) -> None:
         from sandbox.certificates import _certificate
@@ -197,3 +209,42 @@ async def open_for(world: PayWorld, id_number: str, channel: str) -> dict[str, A
     r = await world.open(decl_id, channel, prn=prn)
     assert r.status_code == 201, r.text
     return r.json()
+
+
+class TestUnknownSerialBringsTheFetchForward:
+    async def test_a_notification_signed_by_a_new_certificate_is_credited_on_the_platforms_retry(
+        self, world: PayWorld, monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from services.contribution.payments import jobs
+
+        monkeypatch.setattr(jobs, "CERTIFICATES_EARLY_SECONDS", 0.0)
+        monkeypatch.setattr(jobs, "CERTIFICATES_TICK_SECONDS", 0.01)
+        platforms = _with_settings(world, wechatpay_certificate_mode=True)  # refreshed every 12 h
+        stop = asyncio.Event()
+        task = asyncio.create_task(wechatpay_certificates(world.svc.app, stop))
+        try:
+            await _until(lambda: bool(platforms.wechat_platform_keys.fetched))
+            p = await open_wechat(world)
+            # The platform starts signing with a certificate published after our last fetch.
+            second = (await world.sandbox.post("/sandbox/wechatpay/certificates")).json()["serial_no"]
+            await world.sandbox.post(f"/sandbox/wechatpay/certificates/{second}/use")
+            order = next(o for o in world.platform.wechat_orders.values() if o["out_trade_no"] == p["out_trade_no"])
+            order["trade_state"] = "SUCCESS"
+            order["transaction_id"] = "4200000000000000000000000001"
+            body, headers = world.platform.wechat_notification(order)
+            first_try = await world.client.post("/contribution/v1/notify/wechatpay", content=body, headers=headers)
+            assert first_try.status_code >= 400  # not verified: the serial is not known yet
+            await _until(lambda: second in platforms.wechat_platform_keys)
+            retry = await world.client.post("/contribution/v1/notify/wechatpay", content=body, headers=headers)
+            assert retry.status_code in (200, 204), retry.text
+            assert (await state(world, p["id"]))["payment"] == "paid"
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=5)
+
+
+async def _until(check: Any, timeout: float = 10) -> None:
+    """Wait (polling the job's effect) until `check()` holds."""
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110  (the job has no event to wait on)
+            await asyncio.sleep(0.01)

@@ -40,6 +40,9 @@ async def payment_closer(app: FastAPI, stop: asyncio.Event) -> None:
 
 
 CERTIFICATES_RETRY_SECONDS = 60.0
+# An unknown serial in a signed answer or notification brings the next fetch forward, at most this often.
+CERTIFICATES_EARLY_SECONDS = 60.0
+CERTIFICATES_TICK_SECONDS = 5.0
 
 
 async def refresh_wechatpay_certificates_once(app: FastAPI) -> int:
@@ -52,23 +55,34 @@ async def refresh_wechatpay_certificates_once(app: FastAPI) -> int:
 
 
 async def wechatpay_certificates(app: FastAPI, stop: asyncio.Event) -> None:
-    """In certificate mode, fetch the platform certificates now and every refresh interval (a minute after a failure)."""
+    """In certificate mode, fetch the platform certificates now and every refresh interval (a minute after a
+    failure), and sooner when a signature named a serial not known yet."""
     try:
-        settings = platforms_of(app).settings
+        platforms = platforms_of(app)
+        settings = platforms.settings
     except Exception as exc:
         log.error("payment configuration is not usable: %s", exc)
         return
     if not settings.wechatpay_certificate_mode:
         return
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    last = float("-inf")
     while not stop.is_set():
-        wait = settings.wechatpay_certificates_refresh_seconds
-        try:
-            await refresh_wechatpay_certificates_once(app)
-        except (WechatPayError, ValueError) as exc:
-            log.error("wechatpay platform certificates not refreshed: %s", exc)
-            wait = min(wait, CERTIFICATES_RETRY_SECONDS)
-        except Exception:
-            log.exception("wechatpay platform certificates not refreshed")
-            wait = min(wait, CERTIFICATES_RETRY_SECONDS)
+        now = loop.time()
+        missed = platforms.wechat_platform_keys.missed if "wechat_platform_keys" in vars(platforms) else None
+        if now >= due or (missed is not None and now - last >= CERTIFICATES_EARLY_SECONDS):
+            if missed is not None:
+                log.info("wechatpay serial %s not known: fetching the platform certificates", missed)
+            last = now
+            due = now + settings.wechatpay_certificates_refresh_seconds
+            try:
+                await refresh_wechatpay_certificates_once(app)
+            except (WechatPayError, ValueError) as exc:
+                log.error("wechatpay platform certificates not refreshed: %s", exc)
+                due = now + min(settings.wechatpay_certificates_refresh_seconds, CERTIFICATES_RETRY_SECONDS)
+            except Exception:
+                log.exception("wechatpay platform certificates not refreshed")
+                due = now + min(settings.wechatpay_certificates_refresh_seconds, CERTIFICATES_RETRY_SECONDS)
         with suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=wait)
+            await asyncio.wait_for(stop.wait(), timeout=max(0.0, min(CERTIFICATES_TICK_SECONDS, due - loop.time())))

@@ -9,9 +9,11 @@ certificate serial or a public-key id (`PUB_KEY_ID_...`). A notification's
 `resource` is AEAD_AES_256_GCM-encrypted with the APIv3 key.
 
 In certificate mode the platform's keys are its certificates, listed by `GET /v3/certificates`
-(each `data[].encrypt_certificate` AEAD_AES_256_GCM-encrypted with the APIv3 key); the answer
-must verify with a key already known, and the list is fetched again periodically, so a new
-platform certificate is known before the platform signs with it.
+(each `data[].encrypt_certificate` AEAD_AES_256_GCM-encrypted with the APIv3 key, which
+authenticates it); the answer must verify with a key already known, or with a listed certificate
+when it names one not known yet. The list is fetched again periodically, so a new platform
+certificate is known before the platform signs with it, and at once when a signature names an
+unknown serial (at most once a minute).
 """
 
 from __future__ import annotations
@@ -334,9 +336,15 @@ class PlatformKeys(Mapping[str, RSAPublicKey]):
         self.fetched: dict[str, PlatformCertificate] = {}
         self._all: dict[str, RSAPublicKey] = dict(self.configured)
         self.fetched_at: float | None = None
+        # A serial asked for and not known (a certificate the platform began using before our next fetch).
+        self.missed: str | None = None
 
     def __getitem__(self, serial: str) -> RSAPublicKey:
-        return self._all[serial]
+        try:
+            return self._all[serial]
+        except KeyError:
+            self.missed = serial[:64]
+            raise
 
     def __iter__(self) -> Any:
         return iter(self._all)
@@ -350,6 +358,7 @@ class PlatformKeys(Mapping[str, RSAPublicKey]):
         merged.update(self.configured)
         self._all = merged
         self.fetched_at = now
+        self.missed = None
 
 
 def _certificate_serial(pem: bytes) -> tuple[int, float, RSAPublicKey]:
@@ -418,7 +427,20 @@ async def fetch_certificates(config: WechatPayConfig, client: httpx.AsyncClient,
             tolerance=config.tolerance_seconds,
         )
     except NotificationRejected as exc:
-        raise WechatPayError(f"WeChat Pay certificates answer not verified: {exc.reason}") from exc
+        if exc.reason != "unknown_serial" or resp.status_code != 200:
+            raise WechatPayError(f"WeChat Pay certificates answer not verified: {exc.reason}") from exc
+        # Signed by a certificate we do not know yet (the platform switched before our fetch): each listed
+        # certificate is authenticated by its AEAD encryption with our APIv3 key, so the answer may be
+        # verified with the one it names; nothing else is believed.
+        listed = read_certificates(resp.content, config.apiv3_key)
+        try:
+            verify_signed_message(
+                headers=resp.headers, body=resp.content, platform_keys={c.serial_no: c.key for c in listed},
+                now=now, tolerance=config.tolerance_seconds,
+            )
+        except NotificationRejected as again:
+            raise WechatPayError(f"WeChat Pay certificates answer not verified: {again.reason}") from again
+        return listed
     if resp.status_code != 200:
         raise WechatPayError(f"WeChat Pay refused the certificates request: HTTP {resp.status_code}")
     return read_certificates(resp.content, config.apiv3_key)
