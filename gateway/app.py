@@ -36,6 +36,7 @@ from gateway.settings import GatewaySettings
 from gateway.upstream import HttpxUpstream, LeanUpstream, Upstream
 from services.common.clock import Clock
 from services.common.errors import install_error_handlers, problem_response, render_domain_error
+from services.common.keyset import WatchedKey
 from services.common.logging import configure_logging
 from services.common.middleware import RequestContextMiddleware
 from services.common.settings import CommonSettings, ConfigurationError
@@ -92,7 +93,22 @@ def create_app(
         states = load_issuers(issuers_file)
     except IssuersFileError as exc:
         raise ConfigurationError(str(exc)) from exc
-    signing_key = jwk.construct(settings.signing_key_pem(), "ES256")
+    signing = WatchedKey(
+        name="gateway signing key", path=settings.signing_key_path(), kid=settings.signing_key_id,
+        check_seconds=common.key_files_check_seconds,
+    )
+    constructed: dict[str, Any] = {}
+
+    def signing_key() -> tuple[str, Any]:
+        """The kid and key X-Principal is signed with now (the key file is re-read when it changes)."""
+        kid, pem = signing.current()
+        key = constructed.get(pem)
+        if key is None:
+            constructed.clear()
+            key = constructed[pem] = jwk.construct(pem, "ES256")
+        return kid, key
+
+    signing_key()
     upstreams = settings.upstreams()
     replicas = settings.upstream_replicas()
     timeout = settings.upstream_timeout_seconds
@@ -125,7 +141,8 @@ def create_app(
     )
 
     def reload_issuers() -> bool:
-        """Re-read the issuers file (SIGHUP); a broken file leaves the registry as it was."""
+        """Re-read the issuers file and the signing key (SIGHUP); a broken file leaves things as they were."""
+        signing.refresh(force=True)
         try:
             registry.replace(load_issuers(issuers_file))
         except IssuersFileError as exc:
@@ -164,6 +181,7 @@ def create_app(
     public.state.metrics = metrics
     public.state.limits = limits
     public.state.reload_issuers = reload_issuers
+    public.state.signing = signing
     public.state.openapi = openapi
     install_error_handlers(public)
 
@@ -223,7 +241,7 @@ def create_app(
     public.include_router(docs_router())
 
     forwarder = Forwarder(
-        upstreams=upstreams, upstream=upstream, registry=lambda: registry, signing_key=signing_key,
+        upstreams=upstreams, upstream=upstream, registry=lambda: registry, signer=signing_key,
         limits=limits, metrics=metrics, now=now, timeout=timeout, max_body_bytes=settings.max_body_bytes,
         client_body_timeout=settings.client_body_timeout_seconds, trusted_proxies=settings.trusted_proxy_networks(),
         max_upload_bytes=settings.max_upload_bytes, upload_timeout=settings.upload_timeout_seconds,

@@ -66,7 +66,8 @@ class Forwarder:
     upstreams: dict[str, str]
     upstream: Upstream
     registry: Callable[[], IssuerRegistry]
-    signing_key: Any
+    # (kid, key) the principal is signed with now: the signing key file is re-read when it changes.
+    signer: Callable[[], tuple[str, Any]]
     limits: RateLimits
     metrics: GatewayMetrics
     now: Callable[[], float]
@@ -120,11 +121,14 @@ class Forwarder:
             if retry is not None:
                 self.metrics.rate_limited.labels("principal").inc()
                 raise RateLimited(headers={"Retry-After": str(retry)}, params={"retry_after": retry})
-            signed = verified.signed_for(service, now)
+            kid, key = self.signer()
+            # Kept per signing key: once the key is switched, every principal is signed afresh with the new one.
+            slot = f"{service} {kid}"
+            signed = verified.signed_for(slot, now)
             if signed is None:
                 issued = int(now)
-                signed = encode_principal(principal, audience=service, private_key_pem=self.signing_key, now=issued)
-                verified.keep_signed(service, signed, until=issued + PRINCIPAL_TTL_SECONDS - PRINCIPAL_REUSE_MARGIN_SECONDS)
+                signed = encode_principal(principal, audience=service, private_key_pem=key, now=issued, kid=kid)
+                verified.keep_signed(slot, signed, until=issued + PRINCIPAL_TTL_SECONDS - PRINCIPAL_REUSE_MARGIN_SECONDS)
 
         content_type = (_header(headers, b"content-type") or "").split(";", 1)[0].strip().lower()
         upload = content_type == "multipart/form-data"

@@ -26,6 +26,8 @@ class GatewaySettings(BaseSettings):
 
     issuers_file: Path | None = None
     signing_key_file: Path | None = None
+    # The kid X-Principal carries; default: the RFC 7638 thumbprint of the signing key's public key.
+    signing_key_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
     # Each `<service>_url` may be a comma-separated list of replicas (round robin, a replica that
     # refuses connections taken out until it answers its /healthz again).
     registration_url: str = "http://127.0.0.1:8001"
@@ -81,12 +83,16 @@ class GatewaySettings(BaseSettings):
         """The issuers file: the configured one, or the default under the data directory."""
         return Path(self.issuers_file) if self.issuers_file else _var_dir() / "issuers.json"
 
-    def signing_key_pem(self) -> str:
-        """The ES256 private key that signs X-Principal."""
+    def signing_key_path(self) -> Path:
+        """The file of the ES256 private key that signs X-Principal."""
         path = Path(self.signing_key_file) if self.signing_key_file else _var_dir() / "keys" / "gateway-signing.pem"
         if not path.exists():
             raise ConfigurationError(f"gateway signing key not found at {path} (GATEWAY_SIGNING_KEY_FILE)")
-        return path.read_text()
+        return path
+
+    def signing_key_pem(self) -> str:
+        """The ES256 private key that signs X-Principal."""
+        return self.signing_key_path().read_text()
 
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]

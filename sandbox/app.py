@@ -55,10 +55,13 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     app.include_router(tokens_router)
     payments = _payments_router()
     if payments is not None:
+        from sandbox.certificates import router as certificates_router
+
         app.include_router(payments)
         from sandbox.messages import router as messages_router  # built on the payment side's Alipay gateway
 
         app.include_router(messages_router)
+        app.include_router(certificates_router)
     return app
 
 

@@ -52,7 +52,11 @@ def create_app(settings: Settings | None = None, common: CommonSettings | None =
         time_cost=settings.pin_hash_time_cost, memory_kib=settings.pin_hash_memory_kib,
         parallelism=settings.pin_hash_parallelism,
     )
-    app.state.qr_signer = QrSigner(settings.qr_signing_key_pem(common), ttl_seconds=settings.qr_ttl_seconds)
+    app.state.qr_signer = QrSigner(
+        ttl_seconds=settings.qr_ttl_seconds, key_file=settings.qr_signing_key_path(common),
+        key_id=settings.qr_signing_key_id, public_keys_file=settings.qr_public_keys_file,
+        check_seconds=common.key_files_check_seconds,
+    )
     return app
 
 

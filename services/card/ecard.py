@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from jose import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from jose import jws, jwt
 from jose.exceptions import JOSEError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +31,7 @@ from services.card.schemas import CardStatus, ECardOut, QrCodeOut, VerificationO
 from services.card.service import card_no_masked, ecard_out, my_card, refresh_loss, state_conflict
 from services.common.audit import record_audit
 from services.common.clock import Clock
+from services.common.keyset import KeySet, WatchedKey, public_key_of_pem, thumbprint
 from services.common.pii import mask_id_number, mask_name
 from services.common.principal import Principal
 
@@ -36,33 +40,82 @@ QR_AUDIENCE = "socialsec-card-verification"
 _CLOCK_SKEW = 30
 
 
-class QrSigner:
-    """ES256 signing and verification of e-card QR payloads with the card service's key."""
+def legacy_qr_kid(key: ec.EllipticCurvePublicKey) -> str:
+    """The kid QR payloads carried before kids were RFC 7638 thumbprints (still accepted for the same key)."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()[:16]
 
-    def __init__(self, private_key_pem: str, *, ttl_seconds: int) -> None:
-        key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
-        public = key.public_key()
-        self._private = private_key_pem
-        self._public = public.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
-        der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        self.kid = hashlib.sha256(der).hexdigest()[:16]
+
+class QrSigner:
+    """ES256 signing of e-card QR payloads with the card service's key, and their verification with a key set.
+
+    The payload's `kid` names the key (its RFC 7638 thumbprint, or CARD_QR_SIGNING_KEY_ID). A payload
+    verifies with the key its kid names among the key set (CARD_QR_PUBLIC_KEYS_FILE) and the signing
+    key's own public key; both files are re-read when they change, so the key can be rotated without
+    a restart and a QR shown before the switch still verifies while its key is in the set.
+    """
+
+    def __init__(
+        self, private_key_pem: str | None = None, *, ttl_seconds: int, key_file: Path | None = None,
+        key_id: str | None = None, public_keys_file: Path | None = None, check_seconds: float = 5.0,
+    ) -> None:
+        self._fixed: tuple[str, str] | None = None
+        self.signing: WatchedKey | None = None
+        self._own: Callable[[], list[ec.EllipticCurvePublicKey]]
+        if key_file is None:
+            if private_key_pem is None:
+                raise ValueError("QrSigner needs a key file or a PEM")
+            # A fixed key given as text (tests, tools): never re-read.
+            own = public_key_of_pem(private_key_pem)
+            self._fixed = (key_id or thumbprint(own), private_key_pem)
+            self._own = lambda: [own]
+        else:
+            self.signing = WatchedKey(name="e-card QR signing key", path=key_file, kid=key_id, check_seconds=check_seconds)
+            watched = self.signing
+
+            def own_keys() -> list[ec.EllipticCurvePublicKey]:
+                watched.refresh()
+                return [watched.public_key]
+
+            self._own = own_keys
+        self.keys = KeySet(
+            name="e-card QR public keys", jwks_file=public_keys_file, extra=self._own,
+            aliases=lambda key: (legacy_qr_kid(key),), check_seconds=check_seconds,
+        )
         self.ttl = ttl_seconds
 
+    @property
+    def kid(self) -> str:
+        return self._current()[0]
+
+    def _current(self) -> tuple[str, str]:
+        if self._fixed is not None:
+            return self._fixed
+        assert self.signing is not None
+        return self.signing.current()
+
     def sign(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(claims, self._private, algorithm="ES256", headers={"kid": self.kid})
+        kid, pem = self._current()
+        return jwt.encode(claims, pem, algorithm="ES256", headers={"kid": kid})
 
     def verify(self, token: str) -> dict[str, Any]:
-        """The claims of a payload signed by this key (expiry is checked by the caller's clock)."""
+        """The claims of a payload signed by a key of the set (expiry is checked by the caller's clock)."""
         try:
-            return jwt.decode(
-                token, self._public, algorithms=["ES256"], audience=QR_AUDIENCE, issuer=QR_ISSUER,
-                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require_aud": True,
-                         "require_iss": True},
-            )
-        except (JOSEError, ValueError, TypeError):
+            kid = jws.get_unverified_header(token).get("kid")
+        except (JOSEError, AttributeError, ValueError, TypeError):
             raise QrInvalid() from None
+        if kid is not None and not isinstance(kid, str):
+            raise QrInvalid()
+        for candidate in self.keys.candidates(kid):
+            try:
+                return jwt.decode(
+                    token, candidate.pem, algorithms=["ES256"], audience=QR_AUDIENCE, issuer=QR_ISSUER,
+                    options={"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require_aud": True,
+                             "require_iss": True},
+                )
+            except (JOSEError, ValueError, TypeError):
+                continue
+        raise QrInvalid()
 
 
 def platform_of(principal: Principal) -> str:

@@ -18,6 +18,10 @@ class Settings(ServiceSettings):
     registration_url: str | None = None
     # ES256 private key signing e-card QR payloads (default: $SOCIALSEC_VAR_DIR/keys/card-qr-signing.pem).
     qr_signing_key_file: Path | None = None
+    # The kid QR payloads carry; default: the RFC 7638 thumbprint of the signing key's public key.
+    qr_signing_key_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    # Further public keys a QR payload may be signed with (a JWKS of ES256 keys with kid), during a rotation.
+    qr_public_keys_file: Path | None = None
     qr_ttl_seconds: int = Field(default=60, gt=0, le=600)
     # argon2id cost of PIN hashes.
     pin_hash_time_cost: int = Field(default=3, ge=1)
@@ -28,12 +32,18 @@ class Settings(ServiceSettings):
     # How often expired temporary loss reports are lifted in the background.
     loss_sweep_interval_seconds: float = Field(default=300, gt=0)
 
-    def qr_signing_key_pem(self, common: CommonSettings) -> str:
-        """The QR signing key (PEM)."""
+    def qr_signing_key_path(self, common: CommonSettings) -> Path:
+        """The QR signing key's file."""
         path = self.qr_signing_key_file or (common.keys_dir / "card-qr-signing.pem")
         if not Path(path).exists():
             raise ConfigurationError(f"e-card QR signing key not found at {path} (CARD_QR_SIGNING_KEY_FILE)")
-        return Path(path).read_text()
+        if self.qr_public_keys_file is not None and not Path(self.qr_public_keys_file).exists():
+            raise ConfigurationError(f"e-card QR public keys not found at {self.qr_public_keys_file} (CARD_QR_PUBLIC_KEYS_FILE)")
+        return Path(path)
+
+    def qr_signing_key_pem(self, common: CommonSettings) -> str:
+        """The QR signing key (PEM)."""
+        return self.qr_signing_key_path(common).read_text()
 
     def pin_pepper_bytes(self, common: CommonSettings) -> bytes:
         """The PIN pepper: configured, or derived from the shared keyed-hash key (never stored in the database)."""

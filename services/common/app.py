@@ -127,7 +127,7 @@ def create_service_app(
     name = settings.service_name
     configure_logging(name, common.log_level, common.log_json)
     configure_pii(common.pii_key_bytes(), common.pii_hash_key_bytes())
-    public_key = common.gateway_public_key_pem()
+    gateway_keys = common.gateway_key_set()
     db = Database(settings.resolved_database_url(common), echo=settings.db_echo, pool_size=settings.db_pool_size)
     consumer_handlers = dict(consumers or {})
     jobs = list(background_jobs)
@@ -195,7 +195,8 @@ def create_service_app(
     app.state.internal_token = common.internal_token_value()
     app.state.service_name = name
     app.state.consumer_handlers = consumer_handlers
-    app.state.principal_verifier = lambda token: decode_principal(token, audience=name, public_key_pem=public_key)
+    app.state.gateway_keys = gateway_keys
+    app.state.principal_verifier = lambda token: decode_principal(token, audience=name, keys=gateway_keys)
     install_error_handlers(app)
     app.add_middleware(Utf8JsonMiddleware)
     app.add_middleware(RequestContextMiddleware)

@@ -14,11 +14,12 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from jose import jwt
+from jose import jws, jwt
 from jose.exceptions import JOSEError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.common.errors import DomainError
+from services.common.keyset import KeySet
 
 PRINCIPAL_HEADER = "X-Principal"
 PRINCIPAL_ISSUER = "socialsec-gateway"
@@ -186,14 +187,39 @@ def encode_principal(
     return jwt.encode(claims, private_key_pem, algorithm="ES256", headers=headers)
 
 
-def decode_principal(token: str, *, audience: str, public_key_pem: str) -> Principal:
-    """Verify a gateway principal: ES256 only, our issuer, this service's audience, unexpired."""
+def decode_principal(
+    token: str, *, audience: str, public_key_pem: str | None = None, keys: KeySet | None = None,
+) -> Principal:
+    """Verify a gateway principal: ES256 only, our issuer, this service's audience, unexpired.
+
+    With a key set, the key is the one the token's `kid` names (a kid the set does not hold is refused);
+    a token without kid (signed before kids were sent) is tried against every key of the set.
+    """
     if len(token) > 8192:
         raise PrincipalInvalid(detail_en="principal too large", detail_zh="身份凭证过大")
+    if keys is not None:
+        try:
+            kid = jws.get_unverified_header(token).get("kid")
+        except (JOSEError, AttributeError) as exc:
+            raise PrincipalInvalid() from exc
+        if kid is not None and not isinstance(kid, str):
+            raise PrincipalInvalid()
+        pems = [k.pem for k in keys.candidates(kid)]
+    elif public_key_pem is not None:
+        pems = [public_key_pem]
+    else:
+        raise ValueError("decode_principal needs public_key_pem or keys")
+    if not pems:
+        raise PrincipalInvalid()
+    if len(pems) > 1:
+        # No kid: the key of the set whose signature verifies, then the claims with it alone.
+        pems = [pem for pem in pems if _signed_by(token, pem)][:1]
+        if not pems:
+            raise PrincipalInvalid()
     try:
         claims = jwt.decode(
             token,
-            public_key_pem,
+            pems[0],
             algorithms=["ES256"],
             audience=audience,
             issuer=PRINCIPAL_ISSUER,
@@ -205,6 +231,14 @@ def decode_principal(token: str, *, audience: str, public_key_pem: str) -> Princ
         return Principal.model_validate(claims.get("prn") or {})
     except ValidationError as exc:
         raise PrincipalInvalid() from exc
+
+
+def _signed_by(token: str, pem: str) -> bool:
+    try:
+        jws.verify(token, pem, algorithms=["ES256"])
+    except JOSEError:
+        return False
+    return True
 
 
 # ---- FastAPI dependencies ----------------------------------------------------

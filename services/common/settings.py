@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from services.common.keyset import KeySet
 
 
 class ConfigurationError(RuntimeError):
@@ -30,6 +33,11 @@ class CommonSettings(BaseSettings):
     pii_hash_key: SecretStr | None = None
     internal_token: SecretStr | None = None
     gateway_public_key_file: Path | None = None
+    # The gateway's public keys as a JWKS (ES256 keys with kid): several during a key rotation.
+    # With the single-key file above too, both are accepted (that key's kid is its RFC 7638 thumbprint).
+    gateway_public_keys_file: Path | None = None
+    # How often key files (key sets, signing keys) are checked for a change and re-read.
+    key_files_check_seconds: float = Field(default=5.0, ge=0, le=3600)
     log_level: str = "INFO"
     log_json: bool = True
     # The event transport: `feed` (consumers poll each producer's HTTP feed) or
@@ -82,6 +90,22 @@ class CommonSettings(BaseSettings):
     def internal_token_value(self) -> str:
         """The bearer credential for /internal/... routes."""
         return self._secret(self.internal_token, "internal-token", "SOCIALSEC_INTERNAL_TOKEN")
+
+    def gateway_key_set(self) -> KeySet:
+        """The keys X-Principal may be signed with: the JWKS file, the single key, or the development key."""
+        from services.common.keyset import KeySet
+
+        pem_file = self.gateway_public_key_file
+        if pem_file is None and self.gateway_public_keys_file is None:
+            pem_file = self.keys_dir / "gateway-signing.pub.pem"
+        for path, env in ((pem_file, "SOCIALSEC_GATEWAY_PUBLIC_KEY_FILE"),
+                          (self.gateway_public_keys_file, "SOCIALSEC_GATEWAY_PUBLIC_KEYS_FILE")):
+            if path is not None and not Path(path).exists():
+                raise ConfigurationError(f"gateway public key not found at {path} ({env})")
+        return KeySet(
+            name="gateway public keys", jwks_file=self.gateway_public_keys_file, pem_file=pem_file,
+            check_seconds=self.key_files_check_seconds,
+        )
 
     def gateway_public_key_pem(self) -> str:
         """The gateway's ES256 public key that signs X-Principal."""

@@ -10,7 +10,7 @@ from services.common.jobs import periodic
 from services.common.settings import CommonSettings
 from services.contribution.api import router
 from services.contribution.payments.api import router as payments_router
-from services.contribution.payments.jobs import payment_closer
+from services.contribution.payments.jobs import payment_closer, wechatpay_certificates
 from services.contribution.payments.queries import payment_querier
 from services.contribution.payments.reconciliation import daily_reconciliation
 from services.contribution.payments.refunds import refund_retrier
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, common: CommonSettings | None =
         routers=[router, payments_router, money_back_router, webhooks_router, reminders_router],
         consumers={"registration": REGISTRATION_HANDLERS, "review": REVIEW_HANDLERS},
         background_jobs=[expire_declarations_job, payment_closer, payment_querier, refund_retrier, daily_reconciliation,
-                         webhook_fan_out, webhook_sender, reminder_due, reminder_sending],
+                         webhook_fan_out, webhook_sender, reminder_due, reminder_sending, wechatpay_certificates],
     )
 
 

@@ -5,7 +5,7 @@ parameters sorted by name as `k=v&...` (every non-empty parameter but `sign`),
 values unencoded. A response is signed over the exact text of its
 `alipay_trade_create_response` node. A notification is signed over the sorted
 `k=v&...` of every non-empty field but `sign` and `sign_type`, verified with the
-Alipay public key.
+Alipay public key (or any of several while Alipay's key is rotated).
 """
 
 from __future__ import annotations
@@ -53,17 +53,23 @@ def rsa2_sign(content: str, key: RSAPrivateKey) -> str:
     return base64.b64encode(key.sign(content.encode("utf-8"), padding.PKCS1v15(), hashes.SHA256())).decode()
 
 
-def rsa2_verify(content: str, signature: str, key: RSAPublicKey) -> bool:
-    """True when `signature` (base64) is a valid SHA256withRSA signature of `content`."""
+# The Alipay public key, or several while Alipay's key is being rotated (any one of them verifies).
+AlipayPublicKeys = RSAPublicKey | tuple[RSAPublicKey, ...]
+
+
+def rsa2_verify(content: str, signature: str, key: AlipayPublicKeys) -> bool:
+    """True when `signature` (base64) is a valid SHA256withRSA signature of `content` by the key, or one of the keys."""
     try:
         raw = base64.b64decode(signature, validate=True)
     except (binascii.Error, ValueError):
         return False
-    try:
-        key.verify(raw, content.encode("utf-8"), padding.PKCS1v15(), hashes.SHA256())
-    except InvalidSignature:
-        return False
-    return True
+    for one in key if isinstance(key, tuple) else (key,):
+        try:
+            one.verify(raw, content.encode("utf-8"), padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            continue
+        return True
+    return False
 
 
 def buyer_field(user_id: str) -> str:
@@ -76,7 +82,7 @@ class AlipayConfig:
     gateway_url: str
     app_id: str
     app_private_key: RSAPrivateKey
-    alipay_public_key: RSAPublicKey
+    alipay_public_key: AlipayPublicKeys
     notify_url: str
     seller_id: str | None = None
 
@@ -222,7 +228,7 @@ class NotificationRejected(Exception):
         self.reason = reason
 
 
-def verify_notification(fields: Mapping[str, str], *, public_key: RSAPublicKey) -> AlipayNotification:
+def verify_notification(fields: Mapping[str, str], *, public_key: AlipayPublicKeys) -> AlipayNotification:
     """Verify an async notification's RSA2 signature; return its fields or raise NotificationRejected."""
     sign = fields.get("sign")
     if not sign:

@@ -10,7 +10,7 @@ import httpx
 from services.common.settings import CommonSettings
 from services.contribution.payments.alipay import AlipayConfig
 from services.contribution.payments.settings import PaymentKeys, PaymentSettings
-from services.contribution.payments.wechatpay import WechatPayConfig
+from services.contribution.payments.wechatpay import PlatformKeys, WechatPayConfig
 
 
 class PaymentPlatforms:
@@ -38,12 +38,17 @@ class PaymentPlatforms:
         )
 
     @cached_property
+    def wechat_platform_keys(self) -> PlatformKeys:
+        """The configured platform keys, and the platform certificates fetched in certificate mode."""
+        return PlatformKeys(self.keys.wechatpay_platform_keys)
+
+    @cached_property
     def wechat(self) -> WechatPayConfig:
         s = self.settings
         return WechatPayConfig(
             base_url=s.wechatpay_base_url, mchid=s.wechatpay_mchid, appid=s.wechatpay_appid,
             merchant_key=self.keys.wechatpay_merchant_key, merchant_serial=s.wechatpay_merchant_serial,
-            platform_keys=self.keys.wechatpay_platform_keys, apiv3_key=self.keys.wechatpay_apiv3_key,
+            platform_keys=self.wechat_platform_keys, apiv3_key=self.keys.wechatpay_apiv3_key,
             notify_url=s.wechatpay_notify_url, tolerance_seconds=s.wechatpay_notify_tolerance_seconds,
         )
 

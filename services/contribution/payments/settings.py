@@ -32,6 +32,9 @@ class PaymentSettings(BaseSettings):
     alipay_app_id: str = Field(default="2021000100000001", min_length=1, max_length=32)
     alipay_app_private_key_file: Path | None = None
     alipay_public_key_file: Path | None = None
+    # Further Alipay public keys (comma-separated files) during a rotation of Alipay's key: an answer or a
+    # notification verifies when any key (these or the one above) verifies it.
+    alipay_public_key_files: str = ""
     alipay_seller_id: str | None = "2088000000000001"
     alipay_notify_url: str = "http://127.0.0.1:8002/contribution/v1/notify/alipay"
 
@@ -44,6 +47,10 @@ class PaymentSettings(BaseSettings):
     # (a public key or a certificate). JSON object in the environment.
     wechatpay_platform_keys: dict[str, Path] = Field(default_factory=dict)
     wechatpay_apiv3_key_file: Path | None = None
+    # Certificate mode: fetch the platform certificates (GET /v3/certificates) at start and then every
+    # refresh interval (sooner after a failure); the first answer must verify with a configured key.
+    wechatpay_certificate_mode: bool = False
+    wechatpay_certificates_refresh_seconds: float = Field(default=12 * 3600, ge=10, le=7 * 86400)
     wechatpay_notify_url: str = "http://127.0.0.1:8002/contribution/v1/notify/wechatpay"
     wechatpay_notify_tolerance_seconds: int = Field(default=300, gt=0, le=3600)
 
@@ -94,9 +101,19 @@ class PaymentKeys:
         return load_private_key(path.read_bytes())
 
     @cached_property
-    def alipay_public_key(self) -> RSAPublicKey:
-        path = self._file(self.settings.alipay_public_key_file, "alipay-platform.pub.pem", "CONTRIBUTION_ALIPAY_PUBLIC_KEY_FILE")
-        return load_public_key(path.read_bytes())
+    def alipay_public_key(self) -> RSAPublicKey | tuple[RSAPublicKey, ...]:
+        """The Alipay public key, or every configured one (in order, without repeats) when there are several."""
+        extra = [Path(p.strip()) for p in self.settings.alipay_public_key_files.split(",") if p.strip()]
+        paths: list[Path] = []
+        if self.settings.alipay_public_key_file is not None or not extra:
+            paths.append(self._file(self.settings.alipay_public_key_file, "alipay-platform.pub.pem", "CONTRIBUTION_ALIPAY_PUBLIC_KEY_FILE"))
+        paths.extend(self._file(p, "", "CONTRIBUTION_ALIPAY_PUBLIC_KEY_FILES") for p in extra)
+        keys: list[RSAPublicKey] = []
+        for path in paths:
+            key = load_public_key(path.read_bytes())
+            if all(key.public_numbers() != k.public_numbers() for k in keys):
+                keys.append(key)
+        return keys[0] if len(keys) == 1 else tuple(keys)
 
     @cached_property
     def wechatpay_merchant_key(self) -> RSAPrivateKey:

@@ -7,6 +7,13 @@ query). Answers and notifications are signed by the platform over
 `timestamp\\nnonce\\nbody\\n`; `Wechatpay-Serial` names the key, a platform
 certificate serial or a public-key id (`PUB_KEY_ID_...`). A notification's
 `resource` is AEAD_AES_256_GCM-encrypted with the APIv3 key.
+
+In certificate mode the platform's keys are its certificates, listed by `GET /v3/certificates`
+(each `data[].encrypt_certificate` AEAD_AES_256_GCM-encrypted with the APIv3 key, which
+authenticates it); the answer must verify with a key already known, or with a listed certificate
+when it names one not known yet. The list is fetched again periodically, so a new platform
+certificate is known before the platform signs with it, and at once when a signature names an
+unknown serial (at most once a minute).
 """
 
 from __future__ import annotations
@@ -144,8 +151,8 @@ def verify_signed_message(
     return serial
 
 
-def decrypt_resource(resource: Mapping[str, Any], apiv3_key: bytes) -> dict[str, Any]:
-    """AEAD_AES_256_GCM-decrypt a notification's `resource` into its JSON object."""
+def decrypt_aead(resource: Mapping[str, Any], apiv3_key: bytes) -> bytes:
+    """AEAD_AES_256_GCM-decrypt a `resource` or an `encrypt_certificate`: its plain bytes."""
     if resource.get("algorithm") != "AEAD_AES_256_GCM":
         raise NotificationRejected("algorithm")
     ciphertext, nonce = resource.get("ciphertext"), resource.get("nonce")
@@ -153,9 +160,14 @@ def decrypt_resource(resource: Mapping[str, Any], apiv3_key: bytes) -> dict[str,
     if not isinstance(ciphertext, str) or not isinstance(nonce, str) or not isinstance(associated, str):
         raise NotificationRejected("resource")
     try:
-        plain = AESGCM(apiv3_key).decrypt(nonce.encode(), base64.b64decode(ciphertext, validate=True), associated.encode())
+        return AESGCM(apiv3_key).decrypt(nonce.encode(), base64.b64decode(ciphertext, validate=True), associated.encode())
     except (InvalidTag, binascii.Error, ValueError) as exc:
         raise NotificationRejected("decrypt") from exc
+
+
+def decrypt_resource(resource: Mapping[str, Any], apiv3_key: bytes) -> dict[str, Any]:
+    """AEAD_AES_256_GCM-decrypt a notification's `resource` into its JSON object."""
+    plain = decrypt_aead(resource, apiv3_key)
     try:
         data = json.loads(plain)
     except ValueError as exc:
@@ -172,7 +184,7 @@ class WechatPayConfig:
     appid: str
     merchant_key: RSAPrivateKey
     merchant_serial: str
-    platform_keys: Mapping[str, RSAPublicKey]
+    platform_keys: Mapping[str, RSAPublicKey]  # a PlatformKeys in a running service
     apiv3_key: bytes
     notify_url: str
     tolerance_seconds: int = 300
@@ -550,3 +562,152 @@ async def download_bill(config: WechatPayConfig, client: httpx.AsyncClient, link
     if link.hash_type.upper() != "SHA1" or hashlib.sha1(raw, usedforsecurity=False).hexdigest().lower() != link.hash_value.lower():
         raise WechatPayError("WeChat Pay bill hash mismatch")
     return raw
+
+
+# ---- platform certificates (certificate mode) ---------------------------------------------------
+
+CERTIFICATES_PATH = "/v3/certificates"
+MAX_CERTIFICATES = 20
+
+
+@dataclass(frozen=True)
+class PlatformCertificate:
+    """A platform certificate from `GET /v3/certificates`, decrypted and checked."""
+
+    serial_no: str
+    effective_time: str
+    expire_time: str
+    not_after: float  # epoch seconds
+    key: RSAPublicKey
+    pem: str
+
+
+class PlatformKeys(Mapping[str, RSAPublicKey]):
+    """The platform's keys by serial: the configured ones, and the certificates fetched in certificate mode.
+
+    A fetch adds every certificate listed and drops fetched certificates no longer listed (or expired);
+    configured keys always stay. Reads are lock-free (a fresh dict is swapped in).
+    """
+
+    def __init__(self, configured: Mapping[str, RSAPublicKey]) -> None:
+        self.configured = dict(configured)
+        self.fetched: dict[str, PlatformCertificate] = {}
+        self._all: dict[str, RSAPublicKey] = dict(self.configured)
+        self.fetched_at: float | None = None
+        # A serial asked for and not known (a certificate the platform began using before our next fetch).
+        self.missed: str | None = None
+
+    def __getitem__(self, serial: str) -> RSAPublicKey:
+        try:
+            return self._all[serial]
+        except KeyError:
+            self.missed = serial[:64]
+            raise
+
+    def __iter__(self) -> Any:
+        return iter(self._all)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def replace_fetched(self, certificates: list[PlatformCertificate], *, now: float) -> None:
+        self.fetched = {c.serial_no: c for c in certificates if c.not_after > now}
+        merged = {serial: c.key for serial, c in self.fetched.items()}
+        merged.update(self.configured)
+        self._all = merged
+        self.fetched_at = now
+        self.missed = None
+
+
+def _certificate_serial(pem: bytes) -> tuple[int, float, RSAPublicKey]:
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        raise WechatPayError("a platform certificate cannot be read") from exc
+    key = cert.public_key()
+    if not isinstance(key, RSAPublicKey):
+        raise WechatPayError("a platform certificate is not an RSA certificate")
+    return cert.serial_number, cert.not_valid_after_utc.timestamp(), key
+
+
+def read_certificates(body: bytes, apiv3_key: bytes) -> list[PlatformCertificate]:
+    """The certificates of a verified `GET /v3/certificates` answer, decrypted; each must carry the serial it is listed under."""
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise WechatPayError("certificates answer is not JSON") from exc
+    items = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or len(items) > MAX_CERTIFICATES:
+        raise WechatPayError("certificates answer has no data list")
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("encrypt_certificate"), dict):
+            raise WechatPayError("certificates answer: an item without encrypt_certificate")
+        serial = item.get("serial_no")
+        if not isinstance(serial, str) or not serial:
+            raise WechatPayError("certificates answer: an item without serial_no")
+        try:
+            pem = decrypt_aead(item["encrypt_certificate"], apiv3_key)
+        except NotificationRejected as exc:
+            raise WechatPayError(f"a platform certificate cannot be decrypted: {exc.reason}") from exc
+        cert_serial, not_after, key = _certificate_serial(pem)
+        try:
+            listed = int(serial, 16)
+        except ValueError:
+            listed = -1
+        if listed != cert_serial:
+            raise WechatPayError("a platform certificate is listed under another serial")
+        out.append(PlatformCertificate(
+            serial_no=serial, effective_time=str(item.get("effective_time") or ""),
+            expire_time=str(item.get("expire_time") or ""), not_after=not_after, key=key, pem=pem.decode(),
+        ))
+    return out
+
+
+async def fetch_certificates(config: WechatPayConfig, client: httpx.AsyncClient, *, now: int) -> list[PlatformCertificate]:
+    """`GET /v3/certificates` (signed); the answer verified with a key already known; the certificates decrypted."""
+    url = config.base_url.rstrip("/") + CERTIFICATES_PATH
+    split = urlsplit(url)
+    path = split.path + (f"?{split.query}" if split.query else "")
+    auth = authorization(
+        method="GET", url_path=path, body="", mchid=config.mchid, serial_no=config.merchant_serial,
+        key=config.merchant_key, timestamp=now,
+    )
+    try:
+        resp = await client.get(url, headers={"Authorization": auth, "Accept": "application/json"})
+    except httpx.HTTPError as exc:
+        raise WechatPayError(f"WeChat Pay unreachable: {type(exc).__name__}") from exc
+    try:
+        verify_signed_message(
+            headers=resp.headers, body=resp.content, platform_keys=config.platform_keys, now=now,
+            tolerance=config.tolerance_seconds,
+        )
+    except NotificationRejected as exc:
+        if exc.reason != "unknown_serial" or resp.status_code != 200:
+            raise WechatPayError(f"WeChat Pay certificates answer not verified: {exc.reason}") from exc
+        # Signed by a certificate we do not know yet (the platform switched before our fetch): each listed
+        # certificate is authenticated by its AEAD encryption with our APIv3 key, so the answer may be
+        # verified with the one it names; nothing else is believed.
+        listed = read_certificates(resp.content, config.apiv3_key)
+        try:
+            verify_signed_message(
+                headers=resp.headers, body=resp.content, platform_keys={c.serial_no: c.key for c in listed},
+                now=now, tolerance=config.tolerance_seconds,
+            )
+        except NotificationRejected as again:
+            raise WechatPayError(f"WeChat Pay certificates answer not verified: {again.reason}") from again
+        return listed
+    if resp.status_code != 200:
+        raise WechatPayError(f"WeChat Pay refused the certificates request: HTTP {resp.status_code}")
+    return read_certificates(resp.content, config.apiv3_key)
+
+
+async def refresh_certificates(
+    config: WechatPayConfig, keys: PlatformKeys, client: httpx.AsyncClient, *, now: int,
+) -> list[PlatformCertificate]:
+    """Fetch the platform certificates and make them the fetched part of `keys`."""
+    certificates = await fetch_certificates(config, client, now=now)
+    keys.replace_fetched(certificates, now=now)
+    return certificates
