@@ -22,7 +22,7 @@ from sqlalchemy import delete, event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.clock import aware
+from services.common.clock import aware, request_clock
 from services.common.db import DbSession
 from services.common.errors import DomainError
 from services.common.models import IdempotencyKey
@@ -152,7 +152,7 @@ async def claim_key(request: Request, session: DbSession) -> None:
     principal = optional_principal(request)
     scope = principal.actor_id if principal is not None else "anonymous"
     fingerprint = await request_fingerprint(request)
-    now = request.app.state.clock.now()
+    now = request_clock(request).now()
     for _attempt in range(3):
         row = IdempotencyKey(scope=scope, key=key, request_hash=fingerprint, created_at=now, expires_at=now + TTL)
         try:
