@@ -64,11 +64,13 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 
 
 def _hasher(request: Request) -> PinHasher:
-    return request.app.state.pin_hasher
+    hasher: PinHasher = request.app.state.pin_hasher
+    return hasher
 
 
 def _signer(request: Request) -> QrSigner:
-    return request.app.state.qr_signer
+    signer: QrSigner = request.app.state.qr_signer
+    return signer
 
 
 @router.post(

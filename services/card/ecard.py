@@ -51,18 +51,20 @@ class QrSigner:
         self.ttl = ttl_seconds
 
     def sign(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(claims, self._private, algorithm="ES256", headers={"kid": self.kid})
+        token: str = jwt.encode(claims, self._private, algorithm="ES256", headers={"kid": self.kid})
+        return token
 
     def verify(self, token: str) -> dict[str, Any]:
         """The claims of a payload signed by this key (expiry is checked by the caller's clock)."""
         try:
-            return jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token, self._public, algorithms=["ES256"], audience=QR_AUDIENCE, issuer=QR_ISSUER,
                 options={"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require_aud": True,
                          "require_iss": True},
             )
         except (JOSEError, ValueError, TypeError):
             raise QrInvalid() from None
+        return claims
 
 
 def platform_of(principal: Principal) -> str:

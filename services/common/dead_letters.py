@@ -123,7 +123,7 @@ def dead_letters_router(service: str) -> APIRouter:
         principal: Admin,
         replayed: Annotated[bool | None, Query(description="only replayed (true) or only waiting (false)")] = None,
         limit: LimitQuery = DEFAULT_LIMIT,
-        cursor: CursorQuery = None,  # type: ignore[assignment]
+        cursor: CursorQuery = None,
     ) -> Page[DeadLetterOut]:
         stmt = select(DeadLetter)
         if replayed is not None:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import AfterValidator, BaseModel
@@ -58,15 +58,19 @@ def _cursor(value: str | None) -> str | None:
 
 # `?cursor=`: absent for the first page, else the previous page's `next_cursor`.
 # Empty, too long or not base64url is 422 `cursor_invalid` (as the document's pattern says).
-# Declare it `cursor: CursorQuery = None` (the document then says string, not string-or-null).
-CursorQuery = Annotated[
-    str,
-    Query(
-        description="the `next_cursor` of the previous page; absent for the first page",
-        json_schema_extra={"pattern": CURSOR_PATTERN, "minLength": 1, "maxLength": CURSOR_MAX_LENGTH},
-    ),
-    AfterValidator(_cursor),
-]
+# Declare it `cursor: CursorQuery = None`: the document then says string, not string-or-null, and the
+# type checker knows the value is None when the query has none.
+if TYPE_CHECKING:
+    CursorQuery = Annotated[str | None, Query()]
+else:
+    CursorQuery = Annotated[
+        str,
+        Query(
+            description="the `next_cursor` of the previous page; absent for the first page",
+            json_schema_extra={"pattern": CURSOR_PATTERN, "minLength": 1, "maxLength": CURSOR_MAX_LENGTH},
+        ),
+        AfterValidator(_cursor),
+    ]
 
 
 # `?limit=`: how many items a page holds at the most.
@@ -153,7 +157,7 @@ def _after(keys: Sequence[KeyColumn], values: Sequence[Any], descending: bool) -
 
 async def keyset_page(
     session: AsyncSession,
-    stmt: Select[Any],
+    stmt: Select[*tuple[Any, ...]],
     *,
     keys: Sequence[KeyColumn],
     cursor: str | None,

@@ -183,7 +183,8 @@ def encode_principal(
     if request_id is not None:
         claims["rid"] = request_id
     headers = {"kid": kid} if kid else None
-    return jwt.encode(claims, private_key_pem, algorithm="ES256", headers=headers)
+    token: str = jwt.encode(claims, private_key_pem, algorithm="ES256", headers=headers)
+    return token
 
 
 def decode_principal(token: str, *, audience: str, public_key_pem: str) -> Principal:
@@ -215,7 +216,7 @@ def optional_principal(request: Request) -> Principal | None:
     token = request.headers.get(PRINCIPAL_HEADER)
     if not token:
         return None
-    verifier = request.app.state.principal_verifier
+    verifier: Callable[[str], Principal] = request.app.state.principal_verifier
     return verifier(token)
 
 
