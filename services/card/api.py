@@ -36,7 +36,7 @@ from services.common.events import ReadModelRoute
 from services.common.identifiers import RegionCode
 from services.common.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
 from services.common.paths import IdPath
-from services.common.principal import Principal, StaffRoleRequired, require
+from services.common.principal import Principal, StaffAdmin, StaffOperator, StaffRoleRequired, require
 
 router = APIRouter(prefix="/card/v1", tags=["card"], route_class=ReadModelRoute)
 
@@ -51,8 +51,6 @@ Activator = Annotated[Principal, Depends(require("citizen", "channel", min_level
 PinResetter = Annotated[Principal, Depends(require("citizen", "channel", min_level=3, face=True, channel_kinds=["window"]))]
 LossReporter = Annotated[Principal, Depends(require("citizen", "channel", min_level=2, channel_kinds=["hotline"]))]
 Hospital = Annotated[Principal, Depends(require("channel", channel_kinds=["hospital"]))]
-StaffOperator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
-StaffAdmin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
 CardId = IdPath
 Limit = LimitQuery
 Cursor = CursorQuery

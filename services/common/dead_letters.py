@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from prometheus_client import Counter
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -25,7 +25,7 @@ from services.common.errors import DomainError
 from services.common.models import DeadLetter, InboxEvent
 from services.common.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, keyset_page
 from services.common.pii import redact
-from services.common.principal import Principal, require
+from services.common.principal import StaffAdmin
 from services.common.routing import ServiceRoute
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ DEAD_LETTERED = Counter(
 )
 
 _ERROR_MAX = 2000
-Admin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
 
 
 def error_text(exc: BaseException) -> str:
@@ -120,7 +119,7 @@ def dead_letters_router(service: str) -> APIRouter:
                 summary="Parked events: handlers failed them the configured number of times (newest first)")
     async def list_dead_letters(
         session: DbSession,
-        principal: Admin,
+        principal: StaffAdmin,
         replayed: Annotated[bool | None, Query(description="only replayed (true) or only waiting (false)")] = None,
         limit: LimitQuery = DEFAULT_LIMIT,
         cursor: CursorQuery = None,
@@ -137,7 +136,7 @@ def dead_letters_router(service: str) -> APIRouter:
                             409: {"description": "dead_letter_already_replayed, dead_letter_replay_failed"}})
     async def replay_dead_letter(
         number: Annotated[int, Path(ge=1, description="the parked event's number (`id` in the list)")],
-        request: Request, clock: ClockDep, session: DbSession, principal: Admin,
+        request: Request, clock: ClockDep, session: DbSession, principal: StaffAdmin,
     ) -> DeadLetterOut:
         row = await session.get(DeadLetter, number)
         if row is None:

@@ -312,3 +312,11 @@ optional_principal.principal_guard = True  # type: ignore[attr-defined]
 current_principal.principal_guard = True  # type: ignore[attr-defined]
 
 AnyPrincipal = Annotated[Principal, Depends(current_principal)]
+
+# The principals several services' routes take; a route with other needs declares its own `require(...)`.
+Staff = Annotated[Principal, Depends(require("staff"))]
+StaffOperator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
+StaffReviewer = Annotated[Principal, Depends(require("staff", roles=["reviewer"]))]
+StaffAdmin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
+EmployerPrincipal = Annotated[Principal, Depends(require("employer"))]
+EmployerOrStaff = Annotated[Principal, Depends(require("employer", "staff"))]

@@ -13,7 +13,16 @@ from services.common.errors import wants_english
 from services.common.identifiers import CreditCode, RegionCode
 from services.common.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
 from services.common.paths import IdPath, IsoDate
-from services.common.principal import Principal, check_own_unit, require
+from services.common.principal import (
+    EmployerOrStaff,
+    EmployerPrincipal,
+    Principal,
+    Staff,
+    StaffAdmin,
+    StaffOperator,
+    check_own_unit,
+    require,
+)
 from services.common.routing import ServiceRoute
 from services.common.spreadsheets import XLSX_MEDIA_TYPE, read_upload
 from services.registration import employers, imports, persons, rules, self_enrolment
@@ -41,14 +50,9 @@ from services.registration.schemas import (
 
 router = APIRouter(prefix="/registration/v1", tags=["registration"], route_class=ServiceRoute)
 
-Employer = Annotated[Principal, Depends(require("employer"))]
-EmployerOrStaff = Annotated[Principal, Depends(require("employer", "staff"))]
 EmployerOrOperator = Annotated[Principal, Depends(require("employer", "staff", roles=["operator"]))]
 CitizenL1 = Annotated[Principal, Depends(require("citizen", min_level=1))]
 CitizenL2 = Annotated[Principal, Depends(require("citizen", min_level=2))]
-Staff = Annotated[Principal, Depends(require("staff"))]
-Operator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
-Admin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
 
 CreditCodePath = Annotated[CreditCode, Path(description="unified social credit code")]
 PersonIdPath = IdPath
@@ -80,7 +84,7 @@ async def get_employer(credit_code: CreditCodePath, session: DbSession, principa
     responses={409: {"description": "employee_already_enrolled, enrolment_conflict, person_is_pensioner"}},
 )
 async def enrol_employee(
-    credit_code: CreditCodePath, body: EmployeeIn, clock: ClockDep, session: DbSession, principal: Employer,
+    credit_code: CreditCodePath, body: EmployeeIn, clock: ClockDep, session: DbSession, principal: EmployerPrincipal,
 ) -> EmployeeOut:
     """增员. Registered more than 30 days after the hire date: accepted with `late` and `late_days`."""
     check_own_unit(principal, credit_code)
@@ -119,7 +123,7 @@ ImportIdPath = IdPath
     },
 )
 async def import_employees(
-    credit_code: CreditCodePath, request: Request, clock: ClockDep, session: DbSession, principal: Employer,
+    credit_code: CreditCodePath, request: Request, clock: ClockDep, session: DbSession, principal: EmployerPrincipal,
 ) -> EmployeeImportOut:
     """A multipart `file`: `.xlsx` (first sheet) or CSV (UTF-8, GB18030) with the columns id_number, name,
     hire_date, monthly_wage_fen, insurance_types (English or the Chinese headers of the template). Each valid row
@@ -180,7 +184,7 @@ async def list_employees(
 )
 async def separate_employee(
     credit_code: CreditCodePath, person_id: PersonIdPath, body: SeparationIn, clock: ClockDep, session: DbSession,
-    principal: Employer,
+    principal: EmployerPrincipal,
 ) -> EmployeeOut:
     check_own_unit(principal, credit_code)
     return await employers.separate_employee(
@@ -246,7 +250,7 @@ async def lookup_person(body: PersonLookupIn, session: DbSession, principal: Sta
     responses={409: {"description": "person_is_pensioner"}},
 )
 async def award_pension(
-    person_id: PersonIdPath, body: PensionAwardIn, clock: ClockDep, session: DbSession, principal: Operator,
+    person_id: PersonIdPath, body: PensionAwardIn, clock: ClockDep, session: DbSession, principal: StaffOperator,
 ) -> PensionAwardOut:
     return await persons.award_pension(
         session=session, clock=clock, principal=principal, person_id=person_id, body=body,
@@ -282,7 +286,7 @@ async def put_regional_rule(
     body: RegionalRuleIn,
     clock: ClockDep,
     session: DbSession,
-    principal: Admin,
+    principal: StaffAdmin,
 ) -> Any:
     out, created = await rules.put_rule(
         session=session, principal=principal, region_code=region_code, effective_from=effective_from, body=body,

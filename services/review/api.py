@@ -17,7 +17,16 @@ from services.common.events import ReadModelRoute
 from services.common.identifiers import AsciiInt, RegionCode
 from services.common.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
 from services.common.paths import CreditCodePath, IdPath, IsoDate
-from services.common.principal import Principal, check_own_unit, require
+from services.common.principal import (
+    EmployerOrStaff,
+    EmployerPrincipal,
+    Principal,
+    StaffAdmin,
+    StaffOperator,
+    StaffReviewer,
+    check_own_unit,
+    require,
+)
 from services.common.spreadsheets import XLSX_MEDIA_TYPE, is_multipart, read_upload
 from services.review import certification as cert
 from services.review import declarations as decl
@@ -53,11 +62,6 @@ router = APIRouter(prefix="/review/v1", tags=["review"], route_class=ReadModelRo
 
 Citizen = Annotated[Principal, Depends(require("citizen"))]
 CitizenFreshFace = Annotated[Principal, Depends(require("citizen", min_level=3, fresh=True, face=True))]
-Operator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
-Reviewer = Annotated[Principal, Depends(require("staff", roles=["reviewer"]))]
-Admin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
-EmployerP = Annotated[Principal, Depends(require("employer"))]
-EmployerOrStaff = Annotated[Principal, Depends(require("employer", "staff"))]
 YearPath = Annotated[AsciiInt, Path(ge=2000, le=2100, description="the wage year declared")]
 PersonIdPath = IdPath
 _EMPLOYER_404: dict[int | str, dict[str, Any]] = {
@@ -84,7 +88,7 @@ async def get_rule(
     responses={201: {"description": "created"}},
 )
 async def put_review_rule(
-    clock: ClockDep, response: Response, session: DbSession, principal: Admin,
+    clock: ClockDep, response: Response, session: DbSession, principal: StaffAdmin,
     region_code: Annotated[RegionCode, Path()], effective_from: IsoDate, body: ReviewRuleIn,
 ) -> Any:
     out, created = await put_rule(
@@ -121,7 +125,7 @@ async def certify_me(clock: ClockDep, session: DbSession, principal: CitizenFres
     "/persons/{person_id:id}/certification", response_model=CertificationStatus,
     summary="A pensioner's certification status (staff operator)",
 )
-async def person_certification(clock: ClockDep, session: DbSession, principal: Operator, person_id: PersonIdPath) -> Any:
+async def person_certification(clock: ClockDep, session: DbSession, principal: StaffOperator, person_id: PersonIdPath) -> Any:
     p = await cert.pensioner_by_person_id(session=session, person_id=person_id)
     return await cert.status_of(session=session, clock=clock, pensioner=p)
 
@@ -131,7 +135,7 @@ async def person_certification(clock: ClockDep, session: DbSession, principal: O
     summary="Record a community or home visit, or a data match, with evidence (staff operator, audited)",
 )
 async def staff_certify(
-    clock: ClockDep, session: DbSession, principal: Operator, person_id: PersonIdPath, body: StaffCertificationIn,
+    clock: ClockDep, session: DbSession, principal: StaffOperator, person_id: PersonIdPath, body: StaffCertificationIn,
 ) -> CertificationOut:
     p = await cert.pensioner_by_person_id(session=session, person_id=person_id, lock=True)
     if body.certified_on is not None and not (p.from_date <= body.certified_on <= clock.today()):
@@ -154,7 +158,7 @@ async def staff_certify(
     summary="Suspend a pension for a reason such as imprisonment (staff operator, audited)",
 )
 async def suspend(
-    clock: ClockDep, session: DbSession, principal: Operator, person_id: PersonIdPath, body: SuspensionIn,
+    clock: ClockDep, session: DbSession, principal: StaffOperator, person_id: PersonIdPath, body: SuspensionIn,
 ) -> SuspensionOut:
     p = await cert.pensioner_by_person_id(session=session, person_id=person_id, lock=True)
     return await cert.staff_suspend(
@@ -164,7 +168,7 @@ async def suspend(
 
 
 @router.post("/sweeps", response_model=SweepOut, summary="Run the certification date sweep now (staff operator)")
-async def run_sweep(clock: ClockDep, session: DbSession, principal: Operator) -> SweepOut:
+async def run_sweep(clock: ClockDep, session: DbSession, principal: StaffOperator) -> SweepOut:
     return await cert.sweep(session=session, clock=clock)
 
 
@@ -178,7 +182,7 @@ async def run_sweep(clock: ClockDep, session: DbSession, principal: Operator) ->
 )
 async def roster(
     # DbWriteSession: the CSV and xlsx exports are audited.
-    clock: ClockDep, session: DbWriteSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
+    clock: ClockDep, session: DbWriteSession, principal: EmployerPrincipal, credit_code: CreditCodePath, year: YearPath,
     format: Annotated[str, Query(pattern="^(json|csv|xlsx)$")] = "json",
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
@@ -262,7 +266,7 @@ async def _json_lines(request: Request) -> DeclarationLinesIn:
     },
 )
 async def put_declaration(
-    request: Request, clock: ClockDep, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
+    request: Request, clock: ClockDep, session: DbSession, principal: EmployerPrincipal, credit_code: CreditCodePath, year: YearPath,
 ) -> Any:
     """A JSON body `{"lines": [...]}`, or a multipart `file` (.xlsx or CSV); a spreadsheet's errors carry its row
     number (`line`) and column letter."""
@@ -298,7 +302,7 @@ async def get_declaration(
     responses=_EMPLOYER_404,
 )
 async def submit_declaration(
-    clock: ClockDep, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
+    clock: ClockDep, session: DbSession, principal: EmployerPrincipal, credit_code: CreditCodePath, year: YearPath,
 ) -> DeclarationOut:
     check_own_unit(principal, credit_code)
     emp = await decl.get_employer(session=session, credit_code=credit_code)
@@ -311,7 +315,7 @@ async def submit_declaration(
     responses={200: {"content": {"application/pdf": {}}, "description": "the receipt (PDF)"}, **_EMPLOYER_404},
 )
 async def receipt(
-    request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
+    request: Request, session: DbSession, principal: EmployerPrincipal, credit_code: CreditCodePath, year: YearPath,
 ) -> Response:
     check_own_unit(principal, credit_code)
     emp = await decl.get_employer(session=session, credit_code=credit_code)
@@ -328,7 +332,7 @@ async def receipt(
     summary="Annual declarations for staff: the reviewer's queue with ?status=submitted (staff reviewer)",
 )
 async def staff_list_declarations(
-    session: DbSession, principal: Reviewer,
+    session: DbSession, principal: StaffReviewer,
     status: Annotated[DeclarationStatus | None, Query()] = None,
     year: Annotated[Annotated[AsciiInt, Field(ge=2000, le=2100)] | None, Query()] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
@@ -342,7 +346,7 @@ async def staff_list_declarations(
     summary="A declaration's lines, masked ids (staff reviewer)",
 )
 async def staff_declaration_lines(
-    session: DbSession, principal: Reviewer, declaration_id: DeclIdPath,
+    session: DbSession, principal: StaffReviewer, declaration_id: DeclIdPath,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Any:
@@ -353,7 +357,7 @@ async def staff_declaration_lines(
     "/annual-declarations/{declaration_id:id}", response_model=DeclarationOut,
     summary="An annual declaration by id (staff reviewer)",
 )
-async def staff_get_declaration(session: DbSession, principal: Reviewer, declaration_id: DeclIdPath) -> Any:
+async def staff_get_declaration(session: DbSession, principal: StaffReviewer, declaration_id: DeclIdPath) -> Any:
     return decl.declaration_out(await decl.get_declaration(session=session, declaration_id=declaration_id))
 
 
@@ -362,7 +366,7 @@ async def staff_get_declaration(session: DbSession, principal: Reviewer, declara
     summary="Approve or return a submitted annual declaration, with reasons (staff reviewer, audited)",
 )
 async def decide(
-    clock: ClockDep, session: DbSession, principal: Reviewer, declaration_id: DeclIdPath, body: DecisionIn,
+    clock: ClockDep, session: DbSession, principal: StaffReviewer, declaration_id: DeclIdPath, body: DecisionIn,
 ) -> DeclarationOut:
     return await decl.decide(
         session=session, clock=clock, declaration_id=declaration_id, actor=principal,
@@ -374,7 +378,7 @@ async def decide(
     "/annual-declarations/overdue", response_model=OverdueOut,
     summary="Flag employers past the deadline and apply 110% of their previous bases (staff operator, audited)",
 )
-async def overdue(clock: ClockDep, session: DbSession, principal: Operator, body: OverdueIn | None = None) -> OverdueOut:
+async def overdue(clock: ClockDep, session: DbSession, principal: StaffOperator, body: OverdueIn | None = None) -> OverdueOut:
     return await overdue_svc.assess_overdue(
         session=session, clock=clock, actor=principal, year=body.year if body else None,
     )
