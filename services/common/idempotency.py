@@ -245,8 +245,10 @@ async def run_idempotent(
 ) -> JSONResponse:
     """Run a route's action and answer its result with `status_code`.
 
-    The key itself is claimed and its answer stored by `ServiceRoute` for every POST;
-    `required=True` makes the key mandatory for this route (opening a payment).
+    Not needed by a new route: the key is claimed and its answer stored by `ServiceRoute`
+    for every POST, so a route returns its result (with `status_code=` on the decorator).
+    Left for the contribution routes that still call it; `required=True` makes the key
+    mandatory for this route (opening a payment).
     """
     del session, scope  # the claim is the route's (see ServiceRoute)
     if required and request.headers.get(HEADER) is None:
