@@ -52,9 +52,13 @@ def aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+_WALL = Clock()
+
+
 def request_clock(request: Request) -> Clock:
-    """The application's clock (`app.state.clock`: a `FrozenClock` in tests)."""
-    clock: Clock = request.app.state.clock
+    """The application's clock (`app.state.clock`: a `FrozenClock` in tests); the wall clock
+    for an application that has none."""
+    clock: Clock = getattr(request.app.state, "clock", None) or _WALL
     return clock
 
 

@@ -18,6 +18,7 @@ from jose import jwt
 from jose.exceptions import JOSEError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from services.common.clock import request_clock
 from services.common.errors import DomainError
 
 PRINCIPAL_HEADER = "X-Principal"
@@ -229,8 +230,7 @@ def current_principal(request: Request) -> Principal:
 
 
 def _now(request: Request) -> float:
-    clock = getattr(request.app.state, "clock", None)
-    return clock.now().timestamp() if clock is not None else time.time()
+    return request_clock(request).now().timestamp()
 
 
 def check_principal(
