@@ -45,7 +45,7 @@ PERSONA = {"kind": "citizen", "id_number": "11010519491231002X", "name": "王芳
 def free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
+    port: int = s.getsockname()[1]
     s.close()
     return port
 

@@ -49,9 +49,10 @@ _CN = str.maketrans("0123456789", "零一二三四五六七八九")
 
 def _file(n: int, fmt: str) -> bytes:
     header = ["身份证号码", "姓名", "入职日期", "月工资(分)", "参保险种"]
-    rows = [[x, "职工" + str(i).translate(_CN),  date(2026, 3, 1), 600_000 + i, "养老、医疗、失业、工伤、生育"] for i, x in enumerate(_ids(n))]
+    hired = date(2026, 3, 1)
+    rows = [[x, "职工" + str(i).translate(_CN), hired, 600_000 + i, "养老、医疗、失业、工伤、生育"] for i, x in enumerate(_ids(n))]
     if fmt == "csv":
-        lines = [",".join(header)] + [f"{r[0]},{r[1]},{r[2].isoformat()},{r[3]},{r[4]}" for r in rows]
+        lines = [",".join(header)] + [f"{r[0]},{r[1]},{hired.isoformat()},{r[3]},{r[4]}" for r in rows]
         return ("\r\n".join(lines) + "\r\n").encode("utf-8")
     import openpyxl
 

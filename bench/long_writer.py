@@ -35,9 +35,8 @@ async def _applied_at(pair: Pair, event_id: str) -> datetime | None:
     value = await pair.scalar("card", "SELECT applied_at FROM inbox WHERE event_id = :id", id=event_id)
     if value is None:
         return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    at: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 async def _commit_and_time(pair: Pair, n: int, start: int, spread: float, within: float) -> list[tuple[float, datetime]]:

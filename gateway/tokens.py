@@ -223,18 +223,13 @@ def normalize_principal(claims: dict[str, Any], cfg: IssuerConfig, now: float) -
         prn["platform"] = cfg.platform
     for name in ("name", "auth_method", "unit_name", "operator", "branch_id", "staff_id"):
         prn[name] = _text(claims, cfg, name)
-    id_number = _text(claims, cfg, "id_number")
-    if id_number is not None:
-        try:
-            prn["id_number"] = normalize_id_number(id_number)
-        except ValueError as exc:
-            raise ClaimInvalid(params={"claim": "id_number"}) from exc
-    credit_code = _text(claims, cfg, "credit_code")
-    if credit_code is not None:
-        try:
-            prn["credit_code"] = normalize_credit_code(credit_code)
-        except ValueError as exc:
-            raise ClaimInvalid(params={"claim": "credit_code"}) from exc
+    for claim, normalize in (("id_number", normalize_id_number), ("credit_code", normalize_credit_code)):
+        value = _text(claims, cfg, claim)
+        if value is not None:
+            try:
+                prn[claim] = normalize(value)
+            except ValueError as exc:
+                raise ClaimInvalid(params={"claim": claim}) from exc
     level = _integer(claims, cfg, "realname_level")
     if level is not None and not 1 <= level <= 3:
         raise ClaimInvalid(params={"claim": "realname_level"})

@@ -30,14 +30,13 @@ from services.card.schemas import (
     VerificationIn,
     VerificationOut,
 )
-from services.common.clock import Clock
+from services.common.clock import ClockDep
 from services.common.db import DbSession, DbWriteSession
 from services.common.events import ReadModelRoute
-from services.common.idempotency import run_idempotent
-from services.common.identifiers import AsciiInt, RegionCode
-from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
+from services.common.identifiers import RegionCode
+from services.common.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
 from services.common.paths import IdPath
-from services.common.principal import Principal, StaffRoleRequired, require
+from services.common.principal import Principal, StaffAdmin, StaffOperator, StaffRoleRequired, require
 
 router = APIRouter(prefix="/card/v1", tags=["card"], route_class=ReadModelRoute)
 
@@ -52,10 +51,8 @@ Activator = Annotated[Principal, Depends(require("citizen", "channel", min_level
 PinResetter = Annotated[Principal, Depends(require("citizen", "channel", min_level=3, face=True, channel_kinds=["window"]))]
 LossReporter = Annotated[Principal, Depends(require("citizen", "channel", min_level=2, channel_kinds=["hotline"]))]
 Hospital = Annotated[Principal, Depends(require("channel", channel_kinds=["hospital"]))]
-StaffOperator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
-StaffAdmin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
 CardId = IdPath
-Limit = Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)]
+Limit = LimitQuery
 Cursor = CursorQuery
 
 REFUSALS: dict[int | str, dict[str, Any]] = {
@@ -64,45 +61,40 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _clock(request: Request) -> Clock:
-    return request.app.state.clock
-
-
 def _hasher(request: Request) -> PinHasher:
-    return request.app.state.pin_hasher
+    hasher: PinHasher = request.app.state.pin_hasher
+    return hasher
 
 
-def _signer(request: Request) -> QrSigner:
-    return request.app.state.qr_signer
+def signer_of(request: Request) -> QrSigner:
+    signer: QrSigner = request.app.state.qr_signer
+    return signer
 
 
 @router.post(
     "/me/applications", status_code=201, response_model=CardOut, summary="Apply for a card (申领)",
     responses={**REFUSALS, 409: {"description": "enrolment_required, card_already_exists"}},
 )
-async def apply(request: Request, session: DbSession, principal: CitizenL2, body: ApplicationIn | None = None) -> Any:
+async def apply(clock: ClockDep, session: DbSession, principal: CitizenL2, body: ApplicationIn | None = None) -> Any:
     """Needs an open enrolment (or a pension); creates the card record in `applied`."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=201,
-        action=lambda: service.apply_for_card(session=session, principal=principal, clock=_clock(request)),
-    )
+    return await service.apply_for_card(session=session, principal=principal, clock=clock)
 
 
 @router.get("/cards", response_model=CardPage, summary="Cards by status (staff, bank)", responses=REFUSALS)
 async def list_cards(
     # DbWriteSession: temporary losses whose day has come are lifted first.
-    request: Request, session: DbWriteSession, principal: StaffOrBank,
+    clock: ClockDep, session: DbWriteSession, principal: StaffOrBank,
     status: CardStatus = CardStatus.applied, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
 ) -> CardPage:
     """Cards in one state, oldest application first; `?status=applied` are the cards waiting to be made."""
-    return await service.list_cards(session=session, status=status, limit=limit, cursor=cursor, clock=_clock(request))
+    return await service.list_cards(session=session, status=status, limit=limit, cursor=cursor, clock=clock)
 
 
 @router.get("/me/card", response_model=CardOut, summary="My card", responses={**REFUSALS, 404: {"description": "card_not_found"}})
-async def get_my_card(request: Request, session: DbWriteSession, principal: CitizenL1) -> CardOut:
+async def get_my_card(clock: ClockDep, session: DbWriteSession, principal: CitizenL1) -> CardOut:
     # A temporary loss lifts itself when read on its day: the read may write.
     """Status, masked card number, bank, initial-PIN flag and the e-card of the calling platform."""
-    card = await service.my_card(session=session, principal=principal, clock=_clock(request))
+    card = await service.my_card(session=session, principal=principal, clock=clock)
     return await service.card_view(session=session, card=card, platform=principal.platform or principal.issuer)
 
 
@@ -112,13 +104,13 @@ async def get_my_card(request: Request, session: DbWriteSession, principal: Citi
 )
 async def get_card(
     # DbWriteSession: a lapsed temporary loss is lifted; the unmasked read is audited.
-    request: Request, session: DbWriteSession, principal: StaffOrBank, card_id: CardId, unmasked: bool = False,
+    clock: ClockDep, session: DbWriteSession, principal: StaffOrBank, card_id: CardId, unmasked: bool = False,
 ) -> Any:
     """Masked by default; `?unmasked=true` shows the card number, id number and name to staff operators (audited)."""
     if unmasked and not principal.has_role("operator"):
         raise StaffRoleRequired(params={"roles": ["operator"]})
     return await service.card_for_staff(
-        session=session, actor=principal, card_id=card_id, unmasked=unmasked, clock=_clock(request)
+        session=session, actor=principal, card_id=card_id, unmasked=unmasked, clock=clock
     )
 
 
@@ -126,13 +118,10 @@ async def get_card(
     "/cards/{card_id:id}/cancellation", response_model=CardOut, summary="Cancel a card (staff operator, 注销)",
     responses={**REFUSALS, 404: {"description": "card_not_found"}, 409: {"description": "card_state_conflict"}},
 )
-async def cancel(request: Request, session: DbSession, principal: StaffOperator, card_id: CardId, body: CancellationIn) -> Any:
+async def cancel(clock: ClockDep, session: DbSession, principal: StaffOperator, card_id: CardId, body: CancellationIn) -> Any:
     """Ends a live card (death, emigration, a duplicate record); audited with the reason."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: service.cancel_card(
-            session=session, actor=principal, card_id=card_id, reason=body.reason, clock=_clock(request)
-        ),
+    return await service.cancel_card(
+        session=session, actor=principal, card_id=card_id, reason=body.reason, clock=clock
     )
 
 
@@ -140,13 +129,10 @@ async def cancel(request: Request, session: DbSession, principal: StaffOperator,
     "/cards/{card_id:id}/issuance", response_model=CardOut, summary="Card made: number and bank (制卡)",
     responses={**REFUSALS, 404: {"description": "card_not_found"}, 409: {"description": "card_state_conflict, card_no_taken"}},
 )
-async def issue(request: Request, session: DbSession, principal: StaffOrBank, card_id: CardId, body: IssuanceIn) -> Any:
+async def issue(request: Request, clock: ClockDep, session: DbSession, principal: StaffOrBank, card_id: CardId, body: IssuanceIn) -> Any:
     """Records the card number (a letter and 8 digits) and bank; sets the region's initial PIN."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: service.issue_card(
-            session=session, actor=principal, card_id=card_id, data=body, hasher=_hasher(request), clock=_clock(request)
-        ),
+    return await service.issue_card(
+        session=session, actor=principal, card_id=card_id, data=body, hasher=_hasher(request), clock=clock
     )
 
 
@@ -157,12 +143,9 @@ async def issue(request: Request, session: DbSession, principal: StaffOrBank, ca
         422: {"description": "identity_mismatch (mismatches_left)"}, 423: {"description": "activation_locked"},
     },
 )
-async def activate(request: Request, session: DbSession, principal: Activator, body: ActivationIn) -> Any:
+async def activate(clock: ClockDep, session: DbSession, principal: Activator, body: ActivationIn) -> Any:
     """A bank, hospital, window or hotline channel, or the holder online at level 3: card number, id number and name must match."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: service.activate_card(session=session, actor=principal, data=body, clock=_clock(request)),
-    )
+    return await service.activate_card(session=session, actor=principal, data=body, clock=clock)
 
 
 @router.put(
@@ -172,10 +155,10 @@ async def activate(request: Request, session: DbSession, principal: Activator, b
         422: {"description": "pin_incorrect (tries_left), pin_too_weak (reason)"}, 423: {"description": "pin_locked"},
     },
 )
-async def change_pin(request: Request, session: DbSession, principal: CitizenL3Fresh, body: PinChangeIn) -> Any:
+async def change_pin(request: Request, clock: ClockDep, session: DbSession, principal: CitizenL3Fresh, body: PinChangeIn) -> Any:
     """The old PIN must match; the new one is 6 digits and not weak. The try reaching the limit locks the PIN."""
     return await pin_service.change_pin(
-        session=session, principal=principal, data=body, hasher=_hasher(request), clock=_clock(request)
+        session=session, principal=principal, data=body, hasher=_hasher(request), clock=clock
     )
 
 
@@ -184,14 +167,11 @@ async def change_pin(request: Request, session: DbSession, principal: CitizenL3F
     responses={**REFUSALS, 404: {"description": "card_not_found"}, 409: {"description": "card_state_conflict"},
                422: {"description": "pin_too_weak"}},
 )
-async def reset_pin(request: Request, session: DbSession, principal: PinResetter, card_id: CardId, body: PinResetIn | None = None) -> Any:
+async def reset_pin(request: Request, clock: ClockDep, session: DbSession, principal: PinResetter, card_id: CardId, body: PinResetIn | None = None) -> Any:
     """At the bureau window, or by the holder with a face authentication under 5 minutes old."""
     data = body or PinResetIn()
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: pin_service.reset_pin(
-            session=session, actor=principal, card_id=card_id, data=data, hasher=_hasher(request), clock=_clock(request)
-        ),
+    return await pin_service.reset_pin(
+        session=session, actor=principal, card_id=card_id, data=data, hasher=_hasher(request), clock=clock
     )
 
 
@@ -199,21 +179,18 @@ async def reset_pin(request: Request, session: DbSession, principal: PinResetter
     "/me/card/loss-reports", status_code=201, response_model=LossReportOut, summary="Report my card lost (挂失)",
     responses={**REFUSALS, 404: {"description": "card_not_found"}, 409: {"description": "card_state_conflict"}},
 )
-async def report_loss(request: Request, session: DbSession, principal: LossReporter, body: LossReportIn) -> Any:
+async def report_loss(clock: ClockDep, session: DbSession, principal: LossReporter, body: LossReportIn) -> Any:
     """Temporary (lifts by itself after the region's days) or formal (void; a replacement card is opened)."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=201,
-        action=lambda: loss_service.report_loss(session=session, actor=principal, data=body, clock=_clock(request)),
-    )
+    return await loss_service.report_loss(session=session, actor=principal, data=body, clock=clock)
 
 
 @router.delete(
     "/me/card/loss-reports/current", status_code=204, summary="Lift my temporary loss report (解挂)",
     responses={**REFUSALS, 404: {"description": "card_not_found"}, 409: {"description": "card_state_conflict"}},
 )
-async def lift_loss(request: Request, session: DbSession, principal: CitizenL3) -> Response:
+async def lift_loss(clock: ClockDep, session: DbSession, principal: CitizenL3) -> Response:
     """Before its day, the holder (level 3) lifts a temporary loss report."""
-    await loss_service.lift_loss(session=session, principal=principal, clock=_clock(request))
+    await loss_service.lift_loss(session=session, principal=principal, clock=clock)
     return Response(status_code=204)
 
 
@@ -222,24 +199,18 @@ async def lift_loss(request: Request, session: DbSession, principal: CitizenL3) 
     responses={**REFUSALS, 404: {"description": "card_not_found"},
                409: {"description": "card_state_conflict, ecard_already_issued"}},
 )
-async def issue_ecard(request: Request, session: DbSession, principal: CitizenL3Fresh) -> Any:
+async def issue_ecard(clock: ClockDep, session: DbSession, principal: CitizenL3Fresh) -> Any:
     """The electronic card of the platform the citizen calls from; it mirrors the physical card's state."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=201,
-        action=lambda: ecard.issue_ecard(session=session, principal=principal, clock=_clock(request)),
-    )
+    return await ecard.issue_ecard(session=session, principal=principal, clock=clock)
 
 
 @router.post(
     "/me/ecard/qrcode", response_model=QrCodeOut, summary="A signed QR payload of my e-card",
     responses={**REFUSALS, 404: {"description": "card_not_found, ecard_not_found"}, 409: {"description": "card_state_conflict"}},
 )
-async def qrcode(request: Request, session: DbSession, principal: CitizenL3) -> Any:
+async def qrcode(request: Request, clock: ClockDep, session: DbSession, principal: CitizenL3) -> Any:
     """ES256-signed, valid for 60 s, with a one-time nonce; only for an active card."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: ecard.make_qrcode(session=session, principal=principal, signer=_signer(request), clock=_clock(request)),
-    )
+    return await ecard.make_qrcode(session=session, principal=principal, signer=signer_of(request), clock=clock)
 
 
 @router.post(
@@ -247,13 +218,10 @@ async def qrcode(request: Request, session: DbSession, principal: CitizenL3) -> 
     responses={**REFUSALS, 409: {"description": "qr_already_used, card_state_conflict"},
                422: {"description": "qr_invalid, qr_expired"}},
 )
-async def verify(request: Request, session: DbSession, principal: Hospital, body: VerificationIn) -> Any:
+async def verify(request: Request, clock: ClockDep, session: DbSession, principal: Hospital, body: VerificationIn) -> Any:
     """Signature, expiry, single use and the card's state; answers the masked holder and the card state."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=201,
-        action=lambda: ecard.verify_qrcode(
-            session=session, actor=principal, payload=body.payload, signer=_signer(request), clock=_clock(request)
-        ),
+    return await ecard.verify_qrcode(
+        session=session, actor=principal, payload=body.payload, signer=signer_of(request), clock=clock
     )
 
 
@@ -270,10 +238,6 @@ async def list_rules(
     "/rules", status_code=201, response_model=CardRuleOut, summary="Add a dated regional card rule (staff admin)",
     responses={**REFUSALS, 409: {"description": "card_rule_exists"}, 422: {"description": "card_rule_effective_in_past"}},
 )
-async def create_rule(request: Request, session: DbSession, principal: StaffAdmin, body: CardRuleIn) -> Any:
+async def create_rule(clock: ClockDep, session: DbSession, principal: StaffAdmin, body: CardRuleIn) -> Any:
     """Takes effect on `effective_from` (today or later); the rule it supersedes ends the day before. Audited."""
-    clock = _clock(request)
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=201,
-        action=lambda: rules.create_rule(session=session, actor=principal, data=body, today=clock.today(), now=clock.now()),
-    )
+    return await rules.create_rule(session=session, actor=principal, data=body, today=clock.today(), now=clock.now())

@@ -96,7 +96,8 @@ class QrSigner:
 
     def sign(self, claims: dict[str, Any]) -> str:
         kid, pem = self._current()
-        return jwt.encode(claims, pem, algorithm="ES256", headers={"kid": kid})
+        token: str = jwt.encode(claims, pem, algorithm="ES256", headers={"kid": kid})
+        return token
 
     def verify(self, token: str) -> dict[str, Any]:
         """The claims of a payload signed by a key of the set (expiry is checked by the caller's clock)."""
@@ -108,11 +109,12 @@ class QrSigner:
             raise QrInvalid()
         for candidate in self.keys.candidates(kid):
             try:
-                return jwt.decode(
+                claims: dict[str, Any] = jwt.decode(
                     token, candidate.pem, algorithms=["ES256"], audience=QR_AUDIENCE, issuer=QR_ISSUER,
                     options={"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require_aud": True,
                              "require_iss": True},
                 )
+                return claims
             except (JOSEError, ValueError, TypeError):
                 continue
         raise QrInvalid()

@@ -7,26 +7,16 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from services.card import family
-from services.card.api import REFUSALS, CitizenL3
-from services.card.ecard import QrSigner
+from services.card.api import REFUSALS, CitizenL3, signer_of
 from services.card.schemas import CardOut, FamilyBindingIn, FamilyBindingList, FamilyBindingOut, QrCodeOut
-from services.common.clock import Clock
+from services.common.clock import ClockDep
 from services.common.db import DbSession, DbWriteSession
 from services.common.events import ReadModelRoute
-from services.common.idempotency import run_idempotent
 from services.common.paths import IdPath
 
 router = APIRouter(prefix="/card/v1", tags=["family"], route_class=ReadModelRoute)
 
 BindingId = IdPath
-
-
-def _clock(request: Request) -> Clock:
-    return request.app.state.clock
-
-
-def _signer(request: Request) -> QrSigner:
-    return request.app.state.qr_signer
 
 
 @router.post(
@@ -36,14 +26,11 @@ def _signer(request: Request) -> QrSigner:
         422: {"description": "family_self_binding, family_minor_relation, id_number_invalid, name_invalid, validation_failed"},
     },
 )
-async def add_relative(request: Request, session: DbSession, principal: CitizenL3, body: FamilyBindingIn) -> Any:
+async def add_relative(request: Request, session: DbSession, principal: CitizenL3, body: FamilyBindingIn, clock: ClockDep) -> Any:
     """An adult relative (16 or older) gets an invitation and must accept it with their own token
     (`pending`); a child under 16 is bound at once by a parent (relation `child`, `active`, audited).
     At most 8 bindings pending or active per citizen."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=201,
-        action=lambda: family.bind(session=session, principal=principal, data=body, clock=_clock(request)),
-    )
+    return await family.bind(session=session, principal=principal, data=body, clock=clock)
 
 
 @router.get("/me/family", response_model=FamilyBindingList, summary="My family bindings", responses=REFUSALS)
@@ -56,9 +43,9 @@ async def list_family(session: DbSession, principal: CitizenL3) -> FamilyBinding
     "/me/family/{binding_id:id}", status_code=204, summary="Unbind a relative (解除绑定)",
     responses={**REFUSALS, 404: {"description": "family_binding_not_found"}},
 )
-async def unbind(request: Request, session: DbSession, principal: CitizenL3, binding_id: BindingId) -> Response:
+async def unbind(request: Request, session: DbSession, principal: CitizenL3, binding_id: BindingId, clock: ClockDep) -> Response:
     """Either side, at any time, effective at once; a pending invitation is withdrawn (or declined)."""
-    await family.unbind(session=session, principal=principal, binding_id=binding_id, clock=_clock(request))
+    await family.unbind(session=session, principal=principal, binding_id=binding_id, clock=clock)
     return Response(status_code=204)
 
 
@@ -67,10 +54,10 @@ async def unbind(request: Request, session: DbSession, principal: CitizenL3, bin
     responses={**REFUSALS, 404: {"description": "family_binding_not_found, card_not_found"},
                409: {"description": "family_binding_not_active (binding_status)"}},
 )
-async def relative_card(request: Request, session: DbWriteSession, principal: CitizenL3, binding_id: BindingId) -> CardOut:
+async def relative_card(request: Request, session: DbWriteSession, principal: CitizenL3, binding_id: BindingId, clock: ClockDep) -> CardOut:
     # DbWriteSession: a temporary loss whose day has come is lifted when read.
     """The relative's card status, masked card number, bank; only while the binding is active."""
-    return await family.relative_card(session=session, principal=principal, binding_id=binding_id, clock=_clock(request))
+    return await family.relative_card(session=session, principal=principal, binding_id=binding_id, clock=clock)
 
 
 @router.post(
@@ -78,13 +65,10 @@ async def relative_card(request: Request, session: DbWriteSession, principal: Ci
     responses={**REFUSALS, 404: {"description": "family_binding_not_found, card_not_found, ecard_not_found"},
                409: {"description": "family_binding_not_active (status), card_state_conflict"}},
 )
-async def relative_qrcode(request: Request, session: DbSession, principal: CitizenL3, binding_id: BindingId) -> Any:
+async def relative_qrcode(request: Request, session: DbSession, principal: CitizenL3, binding_id: BindingId, clock: ClockDep) -> Any:
     """The relative's e-card on the caller's platform: ES256-signed, valid 60 s, one use; audited."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: family.relative_qrcode(
-            session=session, principal=principal, binding_id=binding_id, signer=_signer(request), clock=_clock(request)
-        ),
+    return await family.relative_qrcode(
+        session=session, principal=principal, binding_id=binding_id, signer=signer_of(request), clock=clock
     )
 
 
@@ -103,12 +87,9 @@ async def list_invitations(session: DbSession, principal: CitizenL3) -> FamilyBi
     responses={**REFUSALS, 404: {"description": "family_invitation_not_found"},
                409: {"description": "family_invitation_not_pending (binding_status)"}},
 )
-async def accept(request: Request, session: DbSession, principal: CitizenL3, binding_id: BindingId) -> Any:
+async def accept(request: Request, session: DbSession, principal: CitizenL3, binding_id: BindingId, clock: ClockDep) -> Any:
     """Only the invited relative, with their own token: the binding becomes active and is published."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: family.accept(session=session, principal=principal, binding_id=binding_id, clock=_clock(request)),
-    )
+    return await family.accept(session=session, principal=principal, binding_id=binding_id, clock=clock)
 
 
 @router.post(
@@ -117,9 +98,6 @@ async def accept(request: Request, session: DbSession, principal: CitizenL3, bin
     responses={**REFUSALS, 404: {"description": "family_invitation_not_found"},
                409: {"description": "family_invitation_not_pending (binding_status)"}},
 )
-async def decline(request: Request, session: DbSession, principal: CitizenL3, binding_id: BindingId) -> Any:
+async def decline(request: Request, session: DbSession, principal: CitizenL3, binding_id: BindingId, clock: ClockDep) -> Any:
     """Only the invited relative: nothing is shared and the inviter's slot is free again."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: family.decline(session=session, principal=principal, binding_id=binding_id, clock=_clock(request)),
-    )
+    return await family.decline(session=session, principal=principal, binding_id=binding_id, clock=clock)

@@ -12,7 +12,7 @@ from services.card.errors import NoRule, RuleExists, RuleInPast
 from services.card.models import CardRule
 from services.card.schemas import CardRuleIn, CardRuleOut, CardRulePage
 from services.common.audit import record_audit
-from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
+from services.common.pagination import keyset_page
 from services.common.principal import Principal
 from services.common.regional import in_force_for_region
 
@@ -36,15 +36,8 @@ async def list_rules(*, session: AsyncSession, region_code: str | None, limit: i
     stmt = select(CardRule)
     if region_code:
         stmt = stmt.where(CardRule.region_code == region_code)
-    key = decode_cursor(cursor)
-    if key is not None:
-        if len(key) != 1 or not isinstance(key[0], int):
-            raise CursorInvalid()
-        stmt = stmt.where(CardRule.id < key[0])
-    rows = (await session.execute(stmt.order_by(CardRule.id.desc()).limit(limit + 1))).scalars().all()
-    items = [rule_out(r) for r in rows[:limit]]
-    next_cursor = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
-    return CardRulePage(items=items, next_cursor=next_cursor)
+    page = await keyset_page(session, stmt, keys=[CardRule.id], cursor=cursor, limit=limit, descending=True)
+    return CardRulePage(items=[rule_out(r) for r in page.rows], next_cursor=page.next_cursor)
 
 
 async def create_rule(*, session: AsyncSession, actor: Principal, data: CardRuleIn, today: date, now: datetime) -> CardRuleOut:

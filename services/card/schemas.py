@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from services.common.identifiers import AsciiText, IdNumber, PersonName, RegionCode
+from services.common.pagination import Page
 from services.contracts.enums import FamilyRelation
 
 
@@ -217,14 +218,12 @@ class CardRuleOut(BaseModel):
     created_by: str
 
 
-class CardPage(BaseModel):
-    items: list[CardOut]
-    next_cursor: str | None = None
+class CardPage(Page[CardOut]):
+    pass
 
 
-class CardRulePage(BaseModel):
-    items: list[CardRuleOut]
-    next_cursor: str | None = None
+class CardRulePage(Page[CardRuleOut]):
+    pass
 
 
 class FamilyStatus(StrEnum):

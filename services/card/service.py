@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,7 +44,7 @@ from services.card.schemas import (
 from services.common.audit import record_audit
 from services.common.clock import Clock, aware
 from services.common.errors import ValidationFailed
-from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
+from services.common.pagination import keyset_page
 from services.common.pii import id_hash, mask_id_number, mask_name
 from services.common.principal import ChannelKind, Principal, PrincipalKind
 
@@ -233,22 +232,8 @@ async def list_cards(
     if status == CardStatus.temporarily_lost:
         await lift_expired_losses(session=session, clock=clock)
     stmt = select(Card).where(Card.status == status)
-    key = decode_cursor(cursor)
-    if key is not None:
-        if len(key) != 2 or not all(isinstance(k, str) for k in key):
-            raise CursorInvalid()
-        try:
-            after_at = datetime.fromisoformat(key[0])
-        except ValueError:
-            raise CursorInvalid() from None
-        stmt = stmt.where(or_(Card.applied_at > after_at, and_(Card.applied_at == after_at, Card.id > key[1])))
-    rows = (await session.execute(stmt.order_by(Card.applied_at, Card.id).limit(limit + 1))).scalars().all()
-    items = [card_out(c) for c in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor([aware(last.applied_at).isoformat(), last.id])
-    return CardPage(items=items, next_cursor=next_cursor)
+    page = await keyset_page(session, stmt, keys=[Card.applied_at, Card.id], cursor=cursor, limit=limit)
+    return CardPage(items=[card_out(c) for c in page.rows], next_cursor=page.next_cursor)
 
 
 async def card_for_staff(*, session: AsyncSession, actor: Principal, card_id: str, unmasked: bool, clock: Clock) -> CardOut:

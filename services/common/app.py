@@ -292,6 +292,17 @@ def api_routes(routes: Iterable[Any]) -> Iterator[Any]:
             yield context
 
 
+def documented_routes(schema: dict[str, Any], routes: Iterable[Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """Each API route in the document, with its path item."""
+    paths = schema.get("paths", {})
+    for route in api_routes(routes):
+        if not route.include_in_schema:
+            continue
+        item = paths.get(route.path_format)
+        if item is not None:
+            yield route, item
+
+
 def _takes_principal(dependant: Dependant) -> bool:
     """True when the route (or one of its dependencies) verifies the caller's principal."""
     stack = [dependant]
@@ -325,13 +336,7 @@ def complete_operations(schema: dict[str, Any], routes: Iterable[Any]) -> None:
       gives its own content (platform notifications answer in the platform's format).
     FastAPI's own HTTPValidationError schema (application/json) is dropped.
     """
-    paths = schema.get("paths", {})
-    for route in api_routes(routes):
-        if not route.include_in_schema:
-            continue
-        item = paths.get(route.path_format)
-        if item is None:
-            continue
+    for route, item in documented_routes(schema, routes):
         principal = _takes_principal(route.dependant)
         typed = [n for n, c in route.param_convertors.items() if isinstance(c, (IdConvertor, MonthConvertor))]
         for method in route.methods or ():
@@ -361,7 +366,7 @@ def complete_operations(schema: dict[str, Any], routes: Iterable[Any]) -> None:
     comps = schema.setdefault("components", {})
     schemas = comps.setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
-    text = json.dumps(paths)
+    text = json.dumps(schema.get("paths", {}))
     for generated_name in ("HTTPValidationError", "ValidationError"):
         if f"#/components/schemas/{generated_name}" not in text:
             schemas.pop(generated_name, None)

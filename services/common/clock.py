@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Annotated
 from zoneinfo import ZoneInfo
+
+from fastapi import Depends, Request
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -47,3 +50,17 @@ class FrozenClock(Clock):
 def aware(value: datetime) -> datetime:
     """A datetime read back from SQLite comes naive; every stored time is UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+_WALL = Clock()
+
+
+def request_clock(request: Request) -> Clock:
+    """The application's clock (`app.state.clock`: a `FrozenClock` in tests); the wall clock
+    for an application that has none."""
+    clock: Clock = getattr(request.app.state, "clock", None) or _WALL
+    return clock
+
+
+# A route's clock: `clock: ClockDep`.
+ClockDep = Annotated[Clock, Depends(request_clock)]

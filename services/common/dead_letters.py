@@ -12,27 +12,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from prometheus_client import Counter
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.audit import record_audit
+from services.common.clock import ClockDep
 from services.common.db import DbSession
 from services.common.errors import DomainError
-from services.common.identifiers import AsciiInt
 from services.common.models import DeadLetter, InboxEvent
-from services.common.pagination import (
-    MAX_LIMIT,
-    CursorInvalid,
-    CursorQuery,
-    Page,
-    decode_cursor,
-    encode_cursor,
-)
+from services.common.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, keyset_page
 from services.common.pii import redact
-from services.common.principal import Principal, require
+from services.common.principal import StaffAdmin
 from services.common.routing import ServiceRoute
 
 if TYPE_CHECKING:
@@ -45,7 +38,6 @@ DEAD_LETTERED = Counter(
 )
 
 _ERROR_MAX = 2000
-Admin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
 
 
 def error_text(exc: BaseException) -> str:
@@ -127,25 +119,16 @@ def dead_letters_router(service: str) -> APIRouter:
                 summary="Parked events: handlers failed them the configured number of times (newest first)")
     async def list_dead_letters(
         session: DbSession,
-        principal: Admin,
+        principal: StaffAdmin,
         replayed: Annotated[bool | None, Query(description="only replayed (true) or only waiting (false)")] = None,
-        limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = 50,
-        cursor: CursorQuery = None,  # type: ignore[assignment]
+        limit: LimitQuery = DEFAULT_LIMIT,
+        cursor: CursorQuery = None,
     ) -> Page[DeadLetterOut]:
         stmt = select(DeadLetter)
-        key = decode_cursor(cursor)
-        if key is not None:
-            if len(key) != 1 or not isinstance(key[0], int):
-                raise CursorInvalid()
-            stmt = stmt.where(DeadLetter.id < key[0])
         if replayed is not None:
             stmt = stmt.where(DeadLetter.replayed_at.is_not(None) if replayed else DeadLetter.replayed_at.is_(None))
-        rows = (await session.execute(stmt.order_by(DeadLetter.id.desc()).limit(limit + 1))).scalars().all()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page[DeadLetterOut](
-            items=[_out(r) for r in rows], next_cursor=encode_cursor([rows[-1].id]) if more and rows else None
-        )
+        page = await keyset_page(session, stmt, keys=[DeadLetter.id], cursor=cursor, limit=limit, descending=True)
+        return Page[DeadLetterOut](items=[_out(r) for r in page.rows], next_cursor=page.next_cursor)
 
     @router.post("/dead-letters/{number:int}/replay", response_model=DeadLetterOut,
                  summary="Apply a parked event now, with its inbox row; it stays parked with the new error if it fails",
@@ -153,7 +136,7 @@ def dead_letters_router(service: str) -> APIRouter:
                             409: {"description": "dead_letter_already_replayed, dead_letter_replay_failed"}})
     async def replay_dead_letter(
         number: Annotated[int, Path(ge=1, description="the parked event's number (`id` in the list)")],
-        request: Request, session: DbSession, principal: Admin,
+        request: Request, clock: ClockDep, session: DbSession, principal: StaffAdmin,
     ) -> DeadLetterOut:
         row = await session.get(DeadLetter, number)
         if row is None:
@@ -163,7 +146,7 @@ def dead_letters_router(service: str) -> APIRouter:
         from services.common.events import CloudEvent
 
         ev = CloudEvent.model_validate(row.event)
-        now = request.app.state.clock.now()
+        now = clock.now()
         if await session.get(InboxEvent, ev.id) is None:
             handler = request.app.state.consumer_handlers.get(row.producer, {}).get(ev.type)
             try:

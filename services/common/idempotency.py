@@ -22,7 +22,7 @@ from sqlalchemy import delete, event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.clock import aware
+from services.common.clock import aware, request_clock
 from services.common.db import DbSession
 from services.common.errors import DomainError
 from services.common.models import IdempotencyKey
@@ -152,7 +152,7 @@ async def claim_key(request: Request, session: DbSession) -> None:
     principal = optional_principal(request)
     scope = principal.actor_id if principal is not None else "anonymous"
     fingerprint = await request_fingerprint(request)
-    now = request.app.state.clock.now()
+    now = request_clock(request).now()
     for _attempt in range(3):
         row = IdempotencyKey(scope=scope, key=key, request_hash=fingerprint, created_at=now, expires_at=now + TTL)
         try:
@@ -245,8 +245,10 @@ async def run_idempotent(
 ) -> JSONResponse:
     """Run a route's action and answer its result with `status_code`.
 
-    The key itself is claimed and its answer stored by `ServiceRoute` for every POST;
-    `required=True` makes the key mandatory for this route (opening a payment).
+    Not needed by a new route: the key is claimed and its answer stored by `ServiceRoute`
+    for every POST, so a route returns its result (with `status_code=` on the decorator).
+    Left for the contribution routes that still call it; `required=True` makes the key
+    mandatory for this route (opening a payment).
     """
     del session, scope  # the claim is the route's (see ServiceRoute)
     if required and request.headers.get(HEADER) is None:

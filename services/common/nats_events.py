@@ -361,7 +361,7 @@ class NatsEvents:
                 connect_timeout=2, allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                 error_cb=self._on_error, disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
             ), timeout=5)
-            self.js = self.nc.jetstream(timeout=5)  # type: ignore[union-attr]
+            self.js = self.nc.jetstream(timeout=5)
         assert self.js is not None
         if self.relay is not None:
             await ensure_stream(self.js, stream_config(self.common, self.names, self.service))

@@ -446,18 +446,12 @@ def describe(op: dict[str, Any], takes: bool, optional: bool, rules: list[dict[s
 
 def document_operations(schema: dict[str, Any], routes: Iterable[Any]) -> None:
     """Security, description, examples and problem codes on every operation of a service document."""
-    from services.common.app import api_routes
+    from services.common.app import documented_routes
 
     classes = _domain_classes()
     components = schema.get("components", {}).get("schemas", {})
     registry: dict[str, Any] = schema.setdefault("components", {}).setdefault("examples", {})
-    paths = schema.get("paths", {})
-    for route in api_routes(routes):
-        if not route.include_in_schema:
-            continue
-        item = paths.get(route.path_format)
-        if item is None:
-            continue
+    for route, item in documented_routes(schema, routes):
         takes, optional, rules = principal_rules(route.dependant)
         for method in route.methods or ():
             op = item.get(method.lower())

@@ -18,6 +18,7 @@ from jose import jws, jwt
 from jose.exceptions import JOSEError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from services.common.clock import request_clock
 from services.common.errors import DomainError
 from services.common.keyset import KeySet
 
@@ -184,7 +185,8 @@ def encode_principal(
     if request_id is not None:
         claims["rid"] = request_id
     headers = {"kid": kid} if kid else None
-    return jwt.encode(claims, private_key_pem, algorithm="ES256", headers=headers)
+    token: str = jwt.encode(claims, private_key_pem, algorithm="ES256", headers=headers)
+    return token
 
 
 def decode_principal(
@@ -249,7 +251,7 @@ def optional_principal(request: Request) -> Principal | None:
     token = request.headers.get(PRINCIPAL_HEADER)
     if not token:
         return None
-    verifier = request.app.state.principal_verifier
+    verifier: Callable[[str], Principal] = request.app.state.principal_verifier
     return verifier(token)
 
 
@@ -262,8 +264,7 @@ def current_principal(request: Request) -> Principal:
 
 
 def _now(request: Request) -> float:
-    clock = getattr(request.app.state, "clock", None)
-    return clock.now().timestamp() if clock is not None else time.time()
+    return request_clock(request).now().timestamp()
 
 
 def check_principal(
@@ -345,3 +346,11 @@ optional_principal.principal_guard = True  # type: ignore[attr-defined]
 current_principal.principal_guard = True  # type: ignore[attr-defined]
 
 AnyPrincipal = Annotated[Principal, Depends(current_principal)]
+
+# The principals several services' routes take; a route with other needs declares its own `require(...)`.
+Staff = Annotated[Principal, Depends(require("staff"))]
+StaffOperator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
+StaffReviewer = Annotated[Principal, Depends(require("staff", roles=["reviewer"]))]
+StaffAdmin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
+EmployerPrincipal = Annotated[Principal, Depends(require("employer"))]
+EmployerOrStaff = Annotated[Principal, Depends(require("employer", "staff"))]

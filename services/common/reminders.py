@@ -755,7 +755,7 @@ async def send_due_messages(app: FastAPI, send: type[Any]) -> int:
             ).values(status=SendStatus.unknown, last_error="no answer recorded: not sent again")
             .execution_options(synchronize_session=False)
         )
-        handled += stale.rowcount or 0  # type: ignore[attr-defined]
+        handled += stale.rowcount or 0
         due = list((await session.execute(
             select(send.id).where(send.status == SendStatus.pending, send.next_attempt_at <= now)
             .order_by(send.next_attempt_at, send.id).limit(settings.reminder_batch_size)
@@ -778,7 +778,7 @@ async def send_one(
             .values(status=SendStatus.sending, claimed_at=now, attempts=send.attempts + 1)
             .execution_options(synchronize_session=False)
         )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        if claimed.rowcount != 1:
             return 0
         row = (await session.execute(select(send).where(send.id == send_id))).scalar_one()
         session.expunge(row)

@@ -31,6 +31,5 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):  # raw text from SQLite in an untyped context
-            value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        stored: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value  # str: raw SQLite text
+        return stored.replace(tzinfo=UTC) if stored.tzinfo is None else stored

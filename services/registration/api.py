@@ -7,14 +7,22 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.common.clock import Clock
+from services.common.clock import ClockDep
 from services.common.db import DbSession, DbWriteSession
 from services.common.errors import wants_english
-from services.common.idempotency import run_idempotent
-from services.common.identifiers import AsciiInt, CreditCode, RegionCode
-from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
+from services.common.identifiers import CreditCode, RegionCode
+from services.common.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
 from services.common.paths import IdPath, IsoDate
-from services.common.principal import Principal, check_own_unit, require
+from services.common.principal import (
+    EmployerOrStaff,
+    EmployerPrincipal,
+    Principal,
+    Staff,
+    StaffAdmin,
+    StaffOperator,
+    check_own_unit,
+    require,
+)
 from services.common.routing import ServiceRoute
 from services.common.spreadsheets import XLSX_MEDIA_TYPE, read_upload
 from services.registration import employers, imports, persons, rules, self_enrolment
@@ -42,23 +50,13 @@ from services.registration.schemas import (
 
 router = APIRouter(prefix="/registration/v1", tags=["registration"], route_class=ServiceRoute)
 
-Employer = Annotated[Principal, Depends(require("employer"))]
-EmployerOrStaff = Annotated[Principal, Depends(require("employer", "staff"))]
 EmployerOrOperator = Annotated[Principal, Depends(require("employer", "staff", roles=["operator"]))]
 CitizenL1 = Annotated[Principal, Depends(require("citizen", min_level=1))]
 CitizenL2 = Annotated[Principal, Depends(require("citizen", min_level=2))]
-Staff = Annotated[Principal, Depends(require("staff"))]
-Operator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
-Admin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
 
 CreditCodePath = Annotated[CreditCode, Path(description="unified social credit code")]
 PersonIdPath = IdPath
 EnrolmentIdPath = IdPath
-
-
-def _clock(request: Request) -> Clock:
-    clock: Clock = request.app.state.clock
-    return clock
 
 
 # ---- employers ----------------------------------------------------------------------------
@@ -69,12 +67,9 @@ def _clock(request: Request) -> Clock:
     responses={403: {"description": "another employer's credit code"}, 409: {"description": "employer_already_registered"},
                422: {"description": "credit_code_invalid and other bad input"}},
 )
-async def register_employer(body: EmployerIn, request: Request, session: DbSession, principal: EmployerOrOperator) -> Any:
+async def register_employer(body: EmployerIn, clock: ClockDep, session: DbSession, principal: EmployerOrOperator) -> EmployerOut:
     """An employer registers itself (its own credit code only); staff operators register any unit."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=201,
-        action=lambda: employers.register_employer(session=session, clock=_clock(request), principal=principal, body=body),
-    )
+    return await employers.register_employer(session=session, clock=clock, principal=principal, body=body)
 
 
 @router.get("/employers/{credit_code}", response_model=EmployerOut, summary="A registered unit",
@@ -89,15 +84,12 @@ async def get_employer(credit_code: CreditCodePath, session: DbSession, principa
     responses={409: {"description": "employee_already_enrolled, enrolment_conflict, person_is_pensioner"}},
 )
 async def enrol_employee(
-    credit_code: CreditCodePath, body: EmployeeIn, request: Request, session: DbSession, principal: Employer,
-) -> Any:
+    credit_code: CreditCodePath, body: EmployeeIn, clock: ClockDep, session: DbSession, principal: EmployerPrincipal,
+) -> EmployeeOut:
     """增员. Registered more than 30 days after the hire date: accepted with `late` and `late_days`."""
     check_own_unit(principal, credit_code)
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=201,
-        action=lambda: employers.enrol_employee(
-            session=session, clock=_clock(request), principal=principal, credit_code=credit_code, body=body,
-        ),
+    return await employers.enrol_employee(
+        session=session, clock=clock, principal=principal, credit_code=credit_code, body=body,
     )
 
 
@@ -130,22 +122,20 @@ ImportIdPath = IdPath
                              "spreadsheet_header_invalid (each wrong header named with its column)"},
     },
 )
-async def import_employees(credit_code: CreditCodePath, request: Request, session: DbSession, principal: Employer) -> Any:
+async def import_employees(
+    credit_code: CreditCodePath, request: Request, clock: ClockDep, session: DbSession, principal: EmployerPrincipal,
+) -> EmployeeImportOut:
     """A multipart `file`: `.xlsx` (first sheet) or CSV (UTF-8, GB18030) with the columns id_number, name,
     hire_date, monthly_wage_fen, insurance_types (English or the Chinese headers of the template). Each valid row
     is enrolled as `POST .../employees` would; each invalid one is listed in `errors` (row, column, code, message).
     A row whose person is already enrolled is refused `employee_already_enrolled`, so the same file sent twice
     enrols nobody twice."""
     check_own_unit(principal, credit_code)
-
-    async def action() -> EmployeeImportOut:
-        upload = await read_upload(request)
-        record = await imports.import_employees(
-            session=session, clock=_clock(request), principal=principal, credit_code=credit_code, upload=upload,
-        )
-        return imports.import_out(record, en=wants_english(request))
-
-    return await run_idempotent(session, request, scope=principal.actor_id, status_code=201, action=action)
+    upload = await read_upload(request)
+    record = await imports.import_employees(
+        session=session, clock=clock, principal=principal, credit_code=credit_code, upload=upload,
+    )
+    return imports.import_out(record, en=wants_english(request))
 
 
 @router.get(
@@ -181,7 +171,7 @@ async def list_employees(
     session: DbSession,
     principal: EmployerOrStaff,
     status: Annotated[RosterStatus | None, Query(description="active or ended")] = None,
-    limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> RosterPage:
     check_own_unit(principal, credit_code)
@@ -193,16 +183,13 @@ async def list_employees(
     summary="End an employment (减员)",
 )
 async def separate_employee(
-    credit_code: CreditCodePath, person_id: PersonIdPath, body: SeparationIn, request: Request, session: DbSession,
-    principal: Employer,
-) -> Any:
+    credit_code: CreditCodePath, person_id: PersonIdPath, body: SeparationIn, clock: ClockDep, session: DbSession,
+    principal: EmployerPrincipal,
+) -> EmployeeOut:
     check_own_unit(principal, credit_code)
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: employers.separate_employee(
-            session=session, clock=_clock(request), principal=principal, credit_code=credit_code,
-            person_id=person_id, body=body,
-        ),
+    return await employers.separate_employee(
+        session=session, clock=clock, principal=principal, credit_code=credit_code,
+        person_id=person_id, body=body,
     )
 
 
@@ -213,23 +200,17 @@ async def separate_employee(
     "/me/enrolments", status_code=201, response_model=EnrolmentOut, summary="Enrol myself (flexible or resident)",
     responses={409: {"description": "enrolment_conflict, person_is_pensioner"}},
 )
-async def enrol_self(body: SelfEnrolmentIn, request: Request, session: DbSession, principal: CitizenL1) -> Any:
+async def enrol_self(body: SelfEnrolmentIn, clock: ClockDep, session: DbSession, principal: CitizenL1) -> EnrolmentOut:
     """The id number and name are the token's; a body carrying them is refused (422)."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=201,
-        action=lambda: self_enrolment.enrol_self(session=session, clock=_clock(request), principal=principal, body=body),
-    )
+    return await self_enrolment.enrol_self(session=session, clock=clock, principal=principal, body=body)
 
 
 @router.post("/me/enrolments/{enrolment_id:id}/end", response_model=EnrolmentOut, summary="Stop a self-enrolment")
 async def end_self_enrolment(
-    enrolment_id: EnrolmentIdPath, body: EndEnrolmentIn, request: Request, session: DbSession, principal: CitizenL2,
-) -> Any:
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: self_enrolment.end_self_enrolment(
-            session=session, clock=_clock(request), principal=principal, enrolment_id=enrolment_id, body=body,
-        ),
+    enrolment_id: EnrolmentIdPath, body: EndEnrolmentIn, clock: ClockDep, session: DbSession, principal: CitizenL2,
+) -> EnrolmentOut:
+    return await self_enrolment.end_self_enrolment(
+        session=session, clock=clock, principal=principal, enrolment_id=enrolment_id, body=body,
     )
 
 
@@ -245,26 +226,23 @@ async def me(session: DbSession, principal: CitizenL1) -> PersonProfile:
             summary="A person (staff); unmasked for operators, audited")
 async def get_person(
     person_id: PersonIdPath,
-    request: Request,
+    clock: ClockDep,
     session: DbWriteSession,  # the unmasked read is audited
     principal: Staff,
     unmasked: Annotated[bool, Query(description="show the full id number (operator or admin; audited)")] = False,
     reason: Annotated[str | None, Query(max_length=200, description="why the full id number is read")] = None,
 ) -> StaffPersonView:
     return await persons.staff_person_view(
-        session=session, clock=_clock(request), principal=principal, person_id=person_id, unmasked=unmasked,
+        session=session, clock=clock, principal=principal, person_id=person_id, unmasked=unmasked,
         reason=reason,
     )
 
 
 @router.post("/persons/lookup", response_model=StaffPersonView, summary="Find a person by id number (staff)",
              responses={404: {"description": "person_not_found"}})
-async def lookup_person(body: PersonLookupIn, request: Request, session: DbSession, principal: Staff) -> Any:
+async def lookup_person(body: PersonLookupIn, session: DbSession, principal: Staff) -> StaffPersonView:
     """The id number travels in the body, never in the URL; the answer is masked."""
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: persons.staff_lookup(session=session, id_number=body.id_number),
-    )
+    return await persons.staff_lookup(session=session, id_number=body.id_number)
 
 
 @router.post(
@@ -272,13 +250,10 @@ async def lookup_person(body: PersonLookupIn, request: Request, session: DbSessi
     responses={409: {"description": "person_is_pensioner"}},
 )
 async def award_pension(
-    person_id: PersonIdPath, body: PensionAwardIn, request: Request, session: DbSession, principal: Operator,
-) -> Any:
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, status_code=200,
-        action=lambda: persons.award_pension(
-            session=session, clock=_clock(request), principal=principal, person_id=person_id, body=body,
-        ),
+    person_id: PersonIdPath, body: PensionAwardIn, clock: ClockDep, session: DbSession, principal: StaffOperator,
+) -> PensionAwardOut:
+    return await persons.award_pension(
+        session=session, clock=clock, principal=principal, person_id=person_id, body=body,
     )
 
 
@@ -289,12 +264,12 @@ async def award_pension(
             responses={404: {"description": "regional_rule_not_found"}})
 async def get_regional_rule(
     region_code: Annotated[RegionCode, Path()],
-    request: Request,
+    clock: ClockDep,
     session: DbSession,
     on: Annotated[IsoDate | None, Query(description="default: today (Asia/Shanghai)")] = None,
 ) -> RegionalRuleOut:
     """Whether flexible enrolment in the region needs a local household registration, at the region, city or province."""
-    rule = await rules.rule_in_force(session=session, region_code=region_code, on=on or _clock(request).today())
+    rule = await rules.rule_in_force(session=session, region_code=region_code, on=on or clock.today())
     if rule is None:
         raise RegionalRuleNotFound()
     return rules.rule_out(rule)
@@ -309,12 +284,12 @@ async def put_regional_rule(
     region_code: Annotated[RegionCode, Path()],
     effective_from: IsoDate,
     body: RegionalRuleIn,
-    request: Request,
+    clock: ClockDep,
     session: DbSession,
-    principal: Admin,
+    principal: StaffAdmin,
 ) -> Any:
     out, created = await rules.put_rule(
         session=session, principal=principal, region_code=region_code, effective_from=effective_from, body=body,
-        now=_clock(request).now(),
+        now=clock.now(),
     )
     return JSONResponse(out.model_dump(mode="json"), status_code=201 if created else 200)

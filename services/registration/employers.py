@@ -13,7 +13,7 @@ from services.common.audit import record_audit
 from services.common.clock import Clock
 from services.common.enums import Category
 from services.common.identifiers import id_number_info, month_of
-from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
+from services.common.pagination import keyset_page
 from services.common.principal import Principal, PrincipalKind, check_own_unit
 from services.registration import events as ev
 from services.registration.errors import (
@@ -250,23 +250,13 @@ async def roster(
 ) -> RosterPage:
     """The employer's employees in registration order, one keyset page at a time."""
     employer = await get_employer(session=session, credit_code=credit_code)
-    key = decode_cursor(cursor)
-    after = 0
-    if key is not None:
-        if len(key) != 1 or not isinstance(key[0], int) or isinstance(key[0], bool):
-            raise CursorInvalid()
-        after = key[0]
     stmt = (
         select(Enrolment, Person.name, Person.id_masked)
         .join(Person, Person.id == Enrolment.person_id)
-        .where(Enrolment.employer_credit_code == credit_code, Enrolment.seq > after)
-        .order_by(Enrolment.seq)
-        .limit(limit + 1)
+        .where(Enrolment.employer_credit_code == credit_code)
     )
     if status is not None:
         stmt = stmt.where(Enrolment.status == str(status))
-    rows = (await session.execute(stmt)).all()
-    page, more = rows[:limit], len(rows) > limit
-    items = [employee_out(enrolment, employer, name=name, id_masked=masked) for enrolment, name, masked in page]
-    next_cursor = encode_cursor([page[-1][0].seq]) if more and page else None
-    return RosterPage(items=items, next_cursor=next_cursor)
+    page = await keyset_page(session, stmt, keys=[Enrolment.seq], cursor=cursor, limit=limit)
+    items = [employee_out(enrolment, employer, name=name, id_masked=masked) for enrolment, name, masked in page.rows]
+    return RosterPage(items=items, next_cursor=page.next_cursor)

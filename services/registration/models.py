@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -169,6 +170,6 @@ class EmployeeImport(Base):
     registered: Mapped[int] = mapped_column(Integer, nullable=False)
     failed: Mapped[int] = mapped_column(Integer, nullable=False)
     # [{row, column, field, code, message_zh, message_en}]: no id number, only where and why.
-    errors: Mapped[list[dict[str, object]]] = mapped_column(JSON, nullable=False)
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     created_by: Mapped[str] = mapped_column(String(200), nullable=False)

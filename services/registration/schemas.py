@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from services.common.enums import Category, Insurance
 from services.common.identifiers import CreditCode, IdNumber, Month, PersonName, RegionCode, UnitText
+from services.common.pagination import Page
 from services.registration.models import ChangeKind, EndReason, EnrolmentStatus
 
 Name = PersonName
@@ -90,9 +91,8 @@ class EmployeeOut(EnrolmentOut):
     )
 
 
-class RosterPage(BaseModel):
-    items: list[EmployeeOut]
-    next_cursor: str | None = None
+class RosterPage(Page[EmployeeOut]):
+    pass
 
 
 class RosterStatus(StrEnum):

@@ -10,14 +10,23 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import Field, ValidationError
 
 from services.common.audit import record_audit
+from services.common.clock import ClockDep
 from services.common.db import DbSession, DbWriteSession
 from services.common.errors import wants_english
 from services.common.events import ReadModelRoute
-from services.common.idempotency import run_idempotent
 from services.common.identifiers import AsciiInt, RegionCode
-from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
+from services.common.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
 from services.common.paths import CreditCodePath, IdPath, IsoDate
-from services.common.principal import Principal, check_own_unit, require
+from services.common.principal import (
+    EmployerOrStaff,
+    EmployerPrincipal,
+    Principal,
+    StaffAdmin,
+    StaffOperator,
+    StaffReviewer,
+    check_own_unit,
+    require,
+)
 from services.common.spreadsheets import XLSX_MEDIA_TYPE, is_multipart, read_upload
 from services.review import certification as cert
 from services.review import declarations as decl
@@ -53,11 +62,6 @@ router = APIRouter(prefix="/review/v1", tags=["review"], route_class=ReadModelRo
 
 Citizen = Annotated[Principal, Depends(require("citizen"))]
 CitizenFreshFace = Annotated[Principal, Depends(require("citizen", min_level=3, fresh=True, face=True))]
-Operator = Annotated[Principal, Depends(require("staff", roles=["operator"]))]
-Reviewer = Annotated[Principal, Depends(require("staff", roles=["reviewer"]))]
-Admin = Annotated[Principal, Depends(require("staff", roles=["admin"]))]
-EmployerP = Annotated[Principal, Depends(require("employer"))]
-EmployerOrStaff = Annotated[Principal, Depends(require("employer", "staff"))]
 YearPath = Annotated[AsciiInt, Path(ge=2000, le=2100, description="the wage year declared")]
 PersonIdPath = IdPath
 _EMPLOYER_404: dict[int | str, dict[str, Any]] = {
@@ -72,10 +76,9 @@ DeclIdPath = IdPath
 @router.get("/rules/{region_code}", response_model=ReviewRuleOut, summary="The review rule in force (public)",
             responses={404: {"description": "review_rule_not_found"}})
 async def get_rule(
-    request: Request, session: DbSession, region_code: Annotated[RegionCode, Path()],
+    clock: ClockDep, session: DbSession, region_code: Annotated[RegionCode, Path()],
     on: Annotated[IsoDate | None, Query(description="date (default today, Asia/Shanghai)")] = None,
 ) -> Any:
-    clock = request.app.state.clock
     return rule_out(await rule_in_force(session=session, region_code=region_code, on=on or clock.today()))
 
 
@@ -85,11 +88,11 @@ async def get_rule(
     responses={201: {"description": "created"}},
 )
 async def put_review_rule(
-    request: Request, response: Response, session: DbSession, principal: Admin,
+    clock: ClockDep, response: Response, session: DbSession, principal: StaffAdmin,
     region_code: Annotated[RegionCode, Path()], effective_from: IsoDate, body: ReviewRuleIn,
 ) -> Any:
     out, created = await put_rule(
-        session=session, clock=request.app.state.clock, actor=principal, region_code=region_code,
+        session=session, clock=clock, actor=principal, region_code=region_code,
         effective_from=effective_from, body=body,
     )
     response.status_code = 201 if created else 200
@@ -101,9 +104,9 @@ async def put_review_rule(
 
 @router.get("/me/certification", response_model=CertificationStatus, summary="My certification status",
             responses={404: {"description": "pensioner_not_found: the caller is not a pensioner"}})
-async def my_certification(request: Request, session: DbSession, principal: Citizen) -> Any:
+async def my_certification(clock: ClockDep, session: DbSession, principal: Citizen) -> Any:
     p = await cert.pensioner_by_id_number(session=session, id_number=principal.id_number)
-    return await cert.status_of(session=session, clock=request.app.state.clock, pensioner=p)
+    return await cert.status_of(session=session, clock=clock, pensioner=p)
 
 
 @router.post(
@@ -111,23 +114,20 @@ async def my_certification(request: Request, session: DbSession, principal: Citi
     responses={404: {"description": "pensioner_not_found: the caller is not a pensioner"}},
     summary="Certify by live face recognition (level 3, face authentication under 5 minutes old)",
 )
-async def certify_me(request: Request, session: DbSession, principal: CitizenFreshFace) -> Any:
-    async def action() -> CertificationOut:
-        p = await cert.pensioner_by_id_number(session=session, id_number=principal.id_number, lock=True)
-        return await cert.certify(
-            session=session, clock=request.app.state.clock, pensioner=p, method=CertificationMethod.face, actor=principal,
-        )
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+async def certify_me(clock: ClockDep, session: DbSession, principal: CitizenFreshFace) -> CertificationOut:
+    p = await cert.pensioner_by_id_number(session=session, id_number=principal.id_number, lock=True)
+    return await cert.certify(
+        session=session, clock=clock, pensioner=p, method=CertificationMethod.face, actor=principal,
+    )
 
 
 @router.get(
     "/persons/{person_id:id}/certification", response_model=CertificationStatus,
     summary="A pensioner's certification status (staff operator)",
 )
-async def person_certification(request: Request, session: DbSession, principal: Operator, person_id: PersonIdPath) -> Any:
+async def person_certification(clock: ClockDep, session: DbSession, principal: StaffOperator, person_id: PersonIdPath) -> Any:
     p = await cert.pensioner_by_person_id(session=session, person_id=person_id)
-    return await cert.status_of(session=session, clock=request.app.state.clock, pensioner=p)
+    return await cert.status_of(session=session, clock=clock, pensioner=p)
 
 
 @router.post(
@@ -135,27 +135,22 @@ async def person_certification(request: Request, session: DbSession, principal: 
     summary="Record a community or home visit, or a data match, with evidence (staff operator, audited)",
 )
 async def staff_certify(
-    request: Request, session: DbSession, principal: Operator, person_id: PersonIdPath, body: StaffCertificationIn,
-) -> Any:
-    clock = request.app.state.clock
-
-    async def action() -> CertificationOut:
-        p = await cert.pensioner_by_person_id(session=session, person_id=person_id, lock=True)
-        if body.certified_on is not None and not (p.from_date <= body.certified_on <= clock.today()):
-            raise CertifiedOnInvalid()
-        out = await cert.certify(
-            session=session, clock=clock, pensioner=p, method=CertificationMethod(str(body.method)), actor=principal,
-            evidence=body.evidence, certified_on=body.certified_on,
-        )
-        record_audit(
-            session, actor=principal, action="pension.certify", target_type="pensioner", target_id=person_id,
-            at=clock.now(), reason=str(body.method),
-            details={"certification_id": out.id, "certified_on": out.certified_on.isoformat(),
-                     "resumed": out.resumed is not None},
-        )
-        return out
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+    clock: ClockDep, session: DbSession, principal: StaffOperator, person_id: PersonIdPath, body: StaffCertificationIn,
+) -> CertificationOut:
+    p = await cert.pensioner_by_person_id(session=session, person_id=person_id, lock=True)
+    if body.certified_on is not None and not (p.from_date <= body.certified_on <= clock.today()):
+        raise CertifiedOnInvalid()
+    out = await cert.certify(
+        session=session, clock=clock, pensioner=p, method=CertificationMethod(str(body.method)), actor=principal,
+        evidence=body.evidence, certified_on=body.certified_on,
+    )
+    record_audit(
+        session, actor=principal, action="pension.certify", target_type="pensioner", target_id=person_id,
+        at=clock.now(), reason=str(body.method),
+        details={"certification_id": out.id, "certified_on": out.certified_on.isoformat(),
+                 "resumed": out.resumed is not None},
+    )
+    return out
 
 
 @router.post(
@@ -163,24 +158,18 @@ async def staff_certify(
     summary="Suspend a pension for a reason such as imprisonment (staff operator, audited)",
 )
 async def suspend(
-    request: Request, session: DbSession, principal: Operator, person_id: PersonIdPath, body: SuspensionIn,
-) -> Any:
-    async def action() -> SuspensionOut:
-        p = await cert.pensioner_by_person_id(session=session, person_id=person_id, lock=True)
-        return await cert.staff_suspend(
-            session=session, clock=request.app.state.clock, pensioner=p, actor=principal, reason=body.reason,
-            detail=body.detail, from_month=body.from_month,
-        )
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+    clock: ClockDep, session: DbSession, principal: StaffOperator, person_id: PersonIdPath, body: SuspensionIn,
+) -> SuspensionOut:
+    p = await cert.pensioner_by_person_id(session=session, person_id=person_id, lock=True)
+    return await cert.staff_suspend(
+        session=session, clock=clock, pensioner=p, actor=principal, reason=body.reason,
+        detail=body.detail, from_month=body.from_month,
+    )
 
 
 @router.post("/sweeps", response_model=SweepOut, summary="Run the certification date sweep now (staff operator)")
-async def run_sweep(request: Request, session: DbSession, principal: Operator) -> Any:
-    async def action() -> SweepOut:
-        return await cert.sweep(session=session, clock=request.app.state.clock)
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=200)
+async def run_sweep(clock: ClockDep, session: DbSession, principal: StaffOperator) -> SweepOut:
+    return await cert.sweep(session=session, clock=clock)
 
 
 # ---- employer annual declaration -------------------------------------------------------
@@ -193,9 +182,9 @@ async def run_sweep(request: Request, session: DbSession, principal: Operator) -
 )
 async def roster(
     # DbWriteSession: the CSV and xlsx exports are audited.
-    request: Request, session: DbWriteSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
+    clock: ClockDep, session: DbWriteSession, principal: EmployerPrincipal, credit_code: CreditCodePath, year: YearPath,
     format: Annotated[str, Query(pattern="^(json|csv|xlsx)$")] = "json",
-    limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Any:
     """The exports hold full id numbers (audited) and escape every cell that starts like a formula
@@ -212,7 +201,7 @@ async def roster(
         # The export holds full id numbers: who took it, and when, stays on record.
         record_audit(
             session, actor=principal, action=f"roster.export_{format}", target_type="employer",
-            target_id=emp.credit_code, at=request.app.state.clock.now(), details={"year": year},
+            target_id=emp.credit_code, at=clock.now(), details={"year": year},
         )
         return Response(
             body, media_type=media_type,
@@ -277,7 +266,7 @@ async def _json_lines(request: Request) -> DeclarationLinesIn:
     },
 )
 async def put_declaration(
-    request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
+    request: Request, clock: ClockDep, session: DbSession, principal: EmployerPrincipal, credit_code: CreditCodePath, year: YearPath,
 ) -> Any:
     """A JSON body `{"lines": [...]}`, or a multipart `file` (.xlsx or CSV); a spreadsheet's errors carry its row
     number (`line`) and column letter."""
@@ -290,7 +279,7 @@ async def put_declaration(
         lines = (await _json_lines(request)).lines
     emp = await decl.get_employer(session=session, credit_code=credit_code)
     return await decl.put_lines(
-        session=session, clock=request.app.state.clock, employer=emp, year=year, raw_lines=lines,
+        session=session, clock=clock, employer=emp, year=year, raw_lines=lines,
         en=wants_english(request), numbers=numbers, columns=columns,
     )
 
@@ -301,7 +290,7 @@ async def put_declaration(
     responses=_EMPLOYER_404,
 )
 async def get_declaration(
-    request: Request, session: DbSession, principal: EmployerOrStaff, credit_code: CreditCodePath, year: YearPath,
+    session: DbSession, principal: EmployerOrStaff, credit_code: CreditCodePath, year: YearPath,
 ) -> Any:
     check_own_unit(principal, credit_code)
     return decl.declaration_out(await decl.find_declaration(session=session, credit_code=credit_code, year=year))
@@ -313,15 +302,11 @@ async def get_declaration(
     responses=_EMPLOYER_404,
 )
 async def submit_declaration(
-    request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
-) -> Any:
+    clock: ClockDep, session: DbSession, principal: EmployerPrincipal, credit_code: CreditCodePath, year: YearPath,
+) -> DeclarationOut:
     check_own_unit(principal, credit_code)
-
-    async def action() -> DeclarationOut:
-        emp = await decl.get_employer(session=session, credit_code=credit_code)
-        return await decl.submit(session=session, clock=request.app.state.clock, employer=emp, year=year, actor=principal)
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=200)
+    emp = await decl.get_employer(session=session, credit_code=credit_code)
+    return await decl.submit(session=session, clock=clock, employer=emp, year=year, actor=principal)
 
 
 @router.get(
@@ -330,7 +315,7 @@ async def submit_declaration(
     responses={200: {"content": {"application/pdf": {}}, "description": "the receipt (PDF)"}, **_EMPLOYER_404},
 )
 async def receipt(
-    request: Request, session: DbSession, principal: EmployerP, credit_code: CreditCodePath, year: YearPath,
+    request: Request, session: DbSession, principal: EmployerPrincipal, credit_code: CreditCodePath, year: YearPath,
 ) -> Response:
     check_own_unit(principal, credit_code)
     emp = await decl.get_employer(session=session, credit_code=credit_code)
@@ -347,10 +332,10 @@ async def receipt(
     summary="Annual declarations for staff: the reviewer's queue with ?status=submitted (staff reviewer)",
 )
 async def staff_list_declarations(
-    session: DbSession, principal: Reviewer,
+    session: DbSession, principal: StaffReviewer,
     status: Annotated[DeclarationStatus | None, Query()] = None,
     year: Annotated[Annotated[AsciiInt, Field(ge=2000, le=2100)] | None, Query()] = None,
-    limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Any:
     return await decl.list_declarations(session=session, status=status, year=year, limit=limit, cursor=cursor)
@@ -361,8 +346,8 @@ async def staff_list_declarations(
     summary="A declaration's lines, masked ids (staff reviewer)",
 )
 async def staff_declaration_lines(
-    session: DbSession, principal: Reviewer, declaration_id: DeclIdPath,
-    limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    session: DbSession, principal: StaffReviewer, declaration_id: DeclIdPath,
+    limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Any:
     return await decl.declared_lines(session=session, declaration_id=declaration_id, limit=limit, cursor=cursor)
@@ -372,7 +357,7 @@ async def staff_declaration_lines(
     "/annual-declarations/{declaration_id:id}", response_model=DeclarationOut,
     summary="An annual declaration by id (staff reviewer)",
 )
-async def staff_get_declaration(session: DbSession, principal: Reviewer, declaration_id: DeclIdPath) -> Any:
+async def staff_get_declaration(session: DbSession, principal: StaffReviewer, declaration_id: DeclIdPath) -> Any:
     return decl.declaration_out(await decl.get_declaration(session=session, declaration_id=declaration_id))
 
 
@@ -381,25 +366,19 @@ async def staff_get_declaration(session: DbSession, principal: Reviewer, declara
     summary="Approve or return a submitted annual declaration, with reasons (staff reviewer, audited)",
 )
 async def decide(
-    request: Request, session: DbSession, principal: Reviewer, declaration_id: DeclIdPath, body: DecisionIn,
-) -> Any:
-    async def action() -> DeclarationOut:
-        return await decl.decide(
-            session=session, clock=request.app.state.clock, declaration_id=declaration_id, actor=principal,
-            decision=body.decision, reasons=body.reasons,
-        )
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=200)
+    clock: ClockDep, session: DbSession, principal: StaffReviewer, declaration_id: DeclIdPath, body: DecisionIn,
+) -> DeclarationOut:
+    return await decl.decide(
+        session=session, clock=clock, declaration_id=declaration_id, actor=principal,
+        decision=body.decision, reasons=body.reasons,
+    )
 
 
 @router.post(
     "/annual-declarations/overdue", response_model=OverdueOut,
     summary="Flag employers past the deadline and apply 110% of their previous bases (staff operator, audited)",
 )
-async def overdue(request: Request, session: DbSession, principal: Operator, body: OverdueIn | None = None) -> Any:
-    async def action() -> Any:
-        return await overdue_svc.assess_overdue(
-            session=session, clock=request.app.state.clock, actor=principal, year=body.year if body else None,
-        )
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=200)
+async def overdue(clock: ClockDep, session: DbSession, principal: StaffOperator, body: OverdueIn | None = None) -> OverdueOut:
+    return await overdue_svc.assess_overdue(
+        session=session, clock=clock, actor=principal, year=body.year if body else None,
+    )

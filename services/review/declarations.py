@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
-from sqlalchemy import delete, insert, literal, select, tuple_
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.audit import record_audit
 from services.common.clock import Clock, aware
 from services.common.identifiers import normalize_id_number, normalize_person_name
-from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
+from services.common.pagination import keyset_page
 from services.common.pii import cipher, mask_id_number
 from services.common.principal import Principal
 from services.review.errors import (
@@ -367,19 +367,10 @@ async def list_declarations(
         q = q.where(AnnualDeclaration.status == str(status))
     if year is not None:
         q = q.where(AnnualDeclaration.year == year)
-    after = decode_cursor(cursor)
-    if after:
-        if len(after) != 2 or not all(isinstance(x, str) for x in after):
-            raise CursorInvalid()
-        q = q.where(tuple_(AnnualDeclaration.updated_at, AnnualDeclaration.id) > tuple_(
-            literal(datetime.fromisoformat(after[0])), literal(after[1])))
-    rows = (
-        await session.execute(q.order_by(AnnualDeclaration.updated_at, AnnualDeclaration.id).limit(limit + 1))
-    ).scalars().all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    nxt = encode_cursor([aware(rows[-1].updated_at).isoformat(), rows[-1].id]) if more and rows else None
-    return DeclarationPage(items=[declaration_out(d) for d in rows], next_cursor=nxt)
+    page = await keyset_page(
+        session, q, keys=[AnnualDeclaration.updated_at, AnnualDeclaration.id], cursor=cursor, limit=limit,
+    )
+    return DeclarationPage(items=[declaration_out(d) for d in page.rows], next_cursor=page.next_cursor)
 
 
 async def declared_lines(
@@ -387,20 +378,13 @@ async def declared_lines(
 ) -> DeclaredLinePage:
     """A declaration's stored lines (masked ids), in line order."""
     await get_declaration(session=session, declaration_id=declaration_id)
-    after = decode_cursor(cursor)
     q = select(DeclarationLine).where(DeclarationLine.declaration_id == declaration_id)
-    if after:
-        if len(after) != 1 or not isinstance(after[0], int):
-            raise CursorInvalid()
-        q = q.where(DeclarationLine.line_no > after[0])
-    rows = (await session.execute(q.order_by(DeclarationLine.line_no).limit(limit + 1))).scalars().all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    page = await keyset_page(session, q, keys=[DeclarationLine.line_no], cursor=cursor, limit=limit)
     return DeclaredLinePage(
         items=[
             DeclaredLineOut(line=x.line_no, id_number_masked=x.id_masked, name=x.name,
                             avg_monthly_wage_fen=x.avg_monthly_wage_fen, new_base_fen=x.new_base_fen)
-            for x in rows
+            for x in page.rows
         ],
-        next_cursor=encode_cursor([rows[-1].line_no]) if more and rows else None,
+        next_cursor=page.next_cursor,
     )

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.pagination import decode_cursor, encode_cursor
+from services.common.pagination import keyset_page
 from services.common.pii import cipher
 from services.common.spreadsheets import csv_bytes
 from services.review.models import RosterEntry
@@ -32,13 +32,7 @@ async def roster_page(
     *, session: AsyncSession, credit_code: str, year: int, limit: int, cursor: str | None
 ) -> RosterPage:
     """The roster of a wage year, a page at a time (masked id numbers)."""
-    after = decode_cursor(cursor)
-    q = _roster_query(credit_code, year).order_by(RosterEntry.id).limit(limit + 1)
-    if after:
-        q = q.where(RosterEntry.id > int(after[0]))
-    rows = (await session.execute(q)).scalars().all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    page = await keyset_page(session, _roster_query(credit_code, year), keys=[RosterEntry.id], cursor=cursor, limit=limit)
     return RosterPage(
         credit_code=credit_code, year=year,
         items=[
@@ -46,9 +40,9 @@ async def roster_page(
                 person_id=r.person_id, id_number_masked=r.id_masked, name=r.name, hire_date=r.hire_date,
                 start_month=r.start_month, last_month=r.last_month, monthly_wage_fen=r.monthly_wage_fen,
             )
-            for r in rows
+            for r in page.rows
         ],
-        next_cursor=encode_cursor([rows[-1].id]) if more and rows else None,
+        next_cursor=page.next_cursor,
     )
 
 

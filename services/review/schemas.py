@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, m
 from pydantic_core import PydanticCustomError
 
 from services.common.identifiers import Month
+from services.common.pagination import Page
 
 
 class CertificationState(StrEnum):
@@ -256,9 +257,8 @@ class DeclarationCheckOut(DeclarationOut):
     differences: Differences
 
 
-class DeclarationPage(BaseModel):
-    items: list[DeclarationOut]
-    next_cursor: str | None = None
+class DeclarationPage(Page[DeclarationOut]):
+    pass
 
 
 class DeclaredLineOut(BaseModel):
@@ -269,9 +269,8 @@ class DeclaredLineOut(BaseModel):
     new_base_fen: int
 
 
-class DeclaredLinePage(BaseModel):
-    items: list[DeclaredLineOut]
-    next_cursor: str | None = None
+class DeclaredLinePage(Page[DeclaredLineOut]):
+    pass
 
 
 class DecisionIn(BaseModel):

@@ -64,6 +64,7 @@ def read_lines(data: bytes) -> tuple[list[dict[str, Any]], list[int], dict[str, 
             v = _text(cell(cells, index[key]))
             if v is not None:
                 line[key] = "" if v is _INVALID and key == "id_number" else (0 if v is _INVALID else v)
+        wage: int | str | None
         try:
             wage = read_wage(cell(cells, wage_index))
         except CellError:
