@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from services.common.identifiers import AsciiText, IdNumber, PersonName, RegionCode
+from services.common.regions import RegionNamed
 
 
 class CardStatus(StrEnum):
@@ -137,7 +138,7 @@ class LossReportSummary(BaseModel):
     lifts_on: date | None
 
 
-class CardOut(BaseModel):
+class CardOut(RegionNamed):
     id: str
     status: CardStatus
     card_no_masked: str | None
@@ -195,7 +196,7 @@ class VerificationOut(BaseModel):
     platform: str
 
 
-class CardRuleOut(BaseModel):
+class CardRuleOut(RegionNamed):
     id: int
     region_code: str
     effective_from: date

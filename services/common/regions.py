@@ -38,6 +38,8 @@ import csv
 from functools import cache
 from pathlib import Path
 
+from pydantic import BaseModel, computed_field
+
 TABLE_FILE = Path(__file__).with_name("data") / "gb2260-202609.csv"
 TABLE_DATE = "2026-09-11"
 
@@ -115,3 +117,16 @@ def _trie_pattern(codes: list[str]) -> str:
 def region_code_pattern() -> str:
     """An anchored pattern that matches every accepted code and nothing else."""
     return "^" + _trie_pattern(sorted(_table())) + "$"
+
+
+class RegionNamed(BaseModel):
+    """Base of an answer with a `region_code`: adds `region_name`, its full name, beside it."""
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="The region's full name (province, city, division: 北京市朝阳区) in the GB/T 2260 table;"
+        " null for a code no longer in it.",
+        examples=["北京市朝阳区"],
+    )
+    @property
+    def region_name(self) -> str | None:
+        return region_full_name(getattr(self, "region_code", None))

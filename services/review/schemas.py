@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, m
 from pydantic_core import PydanticCustomError
 
 from services.common.identifiers import Month
+from services.common.regions import RegionNamed
 
 
 class CertificationState(StrEnum):
@@ -79,7 +80,7 @@ class ReviewRuleIn(BaseModel):
         return v
 
 
-class ReviewRuleOut(BaseModel):
+class ReviewRuleOut(RegionNamed):
     region_code: str
     effective_from: date
     certification_months: int
@@ -92,7 +93,7 @@ class ReviewRuleOut(BaseModel):
 # ---- certification ---------------------------------------------------------------
 
 
-class CertificationStatus(BaseModel):
+class CertificationStatus(RegionNamed):
     person_id: str
     name: str
     id_number_masked: str
@@ -187,7 +188,7 @@ class DeclarationLinesIn(BaseModel):
     )
 
 
-class BandOut(BaseModel):
+class BandOut(RegionNamed):
     region_code: str
     effective_from: str
     effective_to: str | None
@@ -234,7 +235,7 @@ class Differences(BaseModel):
     outside_band: list[BandDiff]
 
 
-class DeclarationOut(BaseModel):
+class DeclarationOut(RegionNamed):
     id: str
     credit_code: str
     year: int
