@@ -129,6 +129,32 @@ class TestCertificate:
         assert region_text(font, "500105") == "500105"  # no longer in the table
         assert region_text("Helvetica", "110105") == "110105"  # a font without the glyphs
 
+    @pytest.mark.parametrize("code", ["110105", "622927", "500105"])
+    def test_pdf_prints_the_name(self, code: str) -> None:
+        import io
+        from datetime import UTC, datetime
+
+        from pypdf import PdfReader
+
+        from services.contribution.payments.certificate import (
+            CertificateData,
+            CertificateLine,
+            render_certificate,
+        )
+
+        at = datetime(2026, 3, 10, 2, tzinfo=UTC)
+        data = CertificateData(
+            code="A" * 24, verify_url="https://example.org/v/A", holder_name="张三", holder_id_masked=None,
+            category="flexible", region_code=code, months=["2026-01"],
+            lines=[CertificateLine("2026-01", "pension", "individual", 695700, 2000, 139140)], amount_fen=139140,
+            channel="alipay", platform_trade_no=None, paid_at=at, issued_at=at,
+        )
+        text = PdfReader(io.BytesIO(render_certificate(data, font_file=FONT))).pages[0].extract_text()
+        name = region_full_name(code)
+        # 622927: the longest name (25 characters) is drawn smaller to stay clear of the QR code.
+        expected = f"{name}（{code}）" if name else f"参保地区：{code}"
+        assert expected in text.replace("\n", "").replace(" ", ""), text
+
 
 # ---- every service refuses unknown codes, in the path, the query and the body ----------------
 
