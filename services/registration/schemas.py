@@ -64,6 +64,13 @@ class EnrolmentOut(RegionNamed):
     start_month: str = Field(description="first month covered, YYYY-MM")
     end_month: str | None = Field(default=None, description="last month covered, YYYY-MM")
     end_reason: EndReason | None = None
+    employer: EmployerBrief | None = None
+    hire_date: date | None = None
+    separation_date: date | None = None
+    monthly_wage_fen: int | None = None
+    late: bool = False
+    late_days: int = 0
+    registered_on: date
 
     @computed_field(  # type: ignore[prop-decorator]
         description="the household region's full name (GB/T 2260); null without one or for a code no longer in the table",
@@ -72,13 +79,6 @@ class EnrolmentOut(RegionNamed):
     @property
     def household_region_name(self) -> str | None:
         return region_full_name(self.household_region_code)
-    employer: EmployerBrief | None = None
-    hire_date: date | None = None
-    separation_date: date | None = None
-    monthly_wage_fen: int | None = None
-    late: bool = False
-    late_days: int = 0
-    registered_on: date
 
 
 class EmployeeIn(_In):
