@@ -189,6 +189,19 @@ async def test_registration(make_service: Any) -> None:
     assert r.status_code == 200 and r.json()["region_name"] == region_full_name(r.json()["region_code"])
 
 
+async def test_enrolment_answers_name_both_regions(make_service: Any) -> None:
+    from services.common.clock import FrozenClock
+    from tests.registration.conftest import NOW, Reg
+
+    reg = Reg(await make_service("registration", clock=FrozenClock(NOW)))
+    body = await reg.enrol_self(region_code="420104", household_region_code="420104")
+    assert body["region_code"] == "420104" and body["region_name"] == "湖北省武汉市硚口区"
+    assert body["household_region_name"] == "湖北省武汉市硚口区"
+    resident = await reg.enrol_self(make_id_number("110105", "19800101", "003"), category="resident",
+                                    household_region_code=None, insurance_types=["medical"], region_code="110105")
+    assert resident["household_region_name"] is None and resident["region_name"] == "北京市朝阳区"
+
+
 async def test_contribution(make_service: Any) -> None:
     svc = await make_service("contribution")
     h = svc.headers
