@@ -107,6 +107,9 @@ def main() -> int:
     stack, ports = start_stack(var_dir)
     try:
         gateway, sandbox = f"http://127.0.0.1:{ports.gateway}", f"http://127.0.0.1:{ports.sandbox}"
+        # The first document is built by every service and merged (over 10 s on a busy machine, more than
+        # schemathesis waits for it); fetch it once so that the services hold theirs built.
+        httpx.get(f"{gateway}/openapi.json", timeout=120).raise_for_status()
         for name, persona in personas().items():
             t0 = time.monotonic()
             print(f"--- schemathesis as {name} (seed {SEED}, {MAX_EXAMPLES} examples per operation)", flush=True)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from services.common.identifiers import AsciiText, IdNumber, PersonName, RegionCode
 from services.common.pagination import Page
+from services.common.regions import RegionNamed
 from services.contracts.enums import FamilyRelation
 
 
@@ -147,7 +148,7 @@ class LossReportSummary(BaseModel):
     lifts_on: date | None
 
 
-class CardOut(BaseModel):
+class CardOut(RegionNamed):
     id: str
     status: CardStatus
     card_no_masked: str | None
@@ -205,7 +206,7 @@ class VerificationOut(BaseModel):
     platform: str
 
 
-class CardRuleOut(BaseModel):
+class CardRuleOut(RegionNamed):
     id: int
     region_code: str
     effective_from: date

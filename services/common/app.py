@@ -275,7 +275,7 @@ def _one_parameter_each(schema: dict[str, Any]) -> None:
 _MALFORMED_BODY = "malformed_body: the body is not JSON (or not UTF-8)"
 _VALIDATION = (
     "validation_failed, or the code of the first invalid field (id_number_invalid, credit_code_invalid, "
-    "region_code_invalid, month_invalid, cursor_invalid, ...), with per-field `errors`"
+    "region_code_invalid, region_code_unknown, month_invalid, cursor_invalid, ...), with per-field `errors`"
 )
 _UNAUTHENTICATED = "principal_required (no principal), principal_invalid"
 _FORBIDDEN = (

@@ -17,13 +17,14 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from services.common.clock import SHANGHAI
 from services.common.errors import register_validation_code
+from services.common.regions import TABLE_DATE, is_known_region, region_code_pattern
 
 # Full-width digits, letters and hyphen-minus, and the ideographic space, to ASCII.
 _FULL_WIDTH = {
@@ -88,6 +89,7 @@ _USCC_DIVISION_RE = re.compile(r"^[0-9]{6}$")
 register_validation_code("id_number_invalid", "身份证号码无效")
 register_validation_code("credit_code_invalid", "统一社会信用代码无效")
 register_validation_code("region_code_invalid", "行政区划代码应为6位数字")
+register_validation_code("region_code_unknown", "行政区划代码不存在")
 register_validation_code("month_invalid", "月份格式应为 YYYY-MM")
 register_validation_code("name_invalid", "姓名只能包含汉字、字母、间隔号（·）和空格")
 
@@ -201,12 +203,22 @@ def normalize_region_code(value: str) -> str:
 
 
 def _region_code(value: object) -> str:
+    """A region code a client sends: six digits in a province, and a division in today's table.
+
+    Only codes a client names as a region go through here; an id number's region digits
+    are never checked against the table (old numbers keep abolished county codes)."""
     if not isinstance(value, str):
         raise PydanticCustomError("region_code_invalid", "a region code is six digits (GB/T 2260)")
     try:
-        return normalize_region_code(value)
+        code = normalize_region_code(value)
     except ValueError:
         raise PydanticCustomError("region_code_invalid", "a region code is six digits (GB/T 2260)") from None
+    if not is_known_region(code):
+        raise PydanticCustomError(
+            "region_code_unknown", "no administrative division has this code (GB/T 2260 table of {date})",
+            {"date": TABLE_DATE},
+        )
+    return code
 
 
 # Months start with the first insurance rules (1951, the Labour Insurance Regulations);
@@ -340,9 +352,22 @@ CreditCode = Annotated[
     str, Field(max_length=32, examples=["91350100M000100Y43"], json_schema_extra={"pattern": _USCC_PATTERN}),
     AfterValidator(_credit_code),
 ]
+
+
+def _region_code_schema(schema: dict[str, Any]) -> None:
+    # Built from the table when a document is generated (not at import): exactly the codes
+    # accepted, so schema-valid input is never refused as region_code_unknown.
+    schema["pattern"] = region_code_pattern()
+    schema["description"] = schema.get("description") or (
+        f"A GB/T 2260 administrative division code that exists in the table of {TABLE_DATE}"
+        " (province, prefecture-level city or county-level division)."
+    )
+
+
 # No length bounds on the field itself: every malformed code (short, long, letters)
-# reaches the validator and answers `region_code_invalid`, not `validation_failed`.
-RegionCode = Annotated[str, Field(examples=["110105"], json_schema_extra={"pattern": "^" + _PROVINCE_PATTERN + "[0-9]{4}$"}),
+# reaches the validator and answers `region_code_invalid`, not `validation_failed`; a
+# well-formed code that names no division answers `region_code_unknown`.
+RegionCode = Annotated[str, Field(examples=["110105"], json_schema_extra=_region_code_schema),
                        AfterValidator(_region_code)]
 Month = Annotated[
     str, Field(max_length=7, examples=["2026-03"], json_schema_extra={"pattern": _MONTH_PATTERN}),

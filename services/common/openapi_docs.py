@@ -179,10 +179,12 @@ def problem_examples(codes: Iterable[str], status: int, classes: dict[str, list[
 
 # The kernel's 422 description names the identifier codes of every route; an operation lists those
 # its own parameters and body can give (by field name or pattern).
-_FIELD_CODES = {
-    "id_number": "id_number_invalid", "credit_code": "credit_code_invalid", "region_code": "region_code_invalid",
-    "cursor": "cursor_invalid", "month": "month_invalid",
+_FIELD_CODES: dict[str, tuple[str, ...]] = {
+    "id_number": ("id_number_invalid",), "credit_code": ("credit_code_invalid",),
+    "region_code": ("region_code_invalid", "region_code_unknown"),
+    "cursor": ("cursor_invalid",), "month": ("month_invalid",),
 }
+_ALL_FIELD_CODES = {code for codes in _FIELD_CODES.values() for code in codes}
 
 
 def _input_codes(op: dict[str, Any], components: dict[str, Any]) -> set[str]:
@@ -217,7 +219,8 @@ def _input_codes(op: dict[str, Any], components: dict[str, Any]) -> set[str]:
         walk(param.get("schema", {}), param.get("name"))
     for media in op.get("requestBody", {}).get("content", {}).values():
         walk(media.get("schema", {}), None)
-    codes = {code for field, code in _FIELD_CODES.items() if any(n == field or n.endswith("_" + field) for n in names)}
+    codes = {code for field, field_codes in _FIELD_CODES.items() for code in field_codes
+             if any(n == field or n.endswith("_" + field) for n in names)}
     if any("(0[1-9]|1[0-2])" in p for p in patterns) or any(n.endswith(("month", "months")) for n in names):
         codes.add("month_invalid")
     return codes
@@ -240,7 +243,7 @@ def add_problem_examples(op: dict[str, Any], classes: dict[str, list[type[Domain
         codes = problem_codes(answer.get("description", ""), int(status), classes)
         if status == "422" and components is not None:
             relevant = _input_codes(op, components)
-            codes = [c for c in codes if c not in set(_FIELD_CODES.values()) | {"month_invalid"} or c in relevant]
+            codes = [c for c in codes if c not in _ALL_FIELD_CODES or c in relevant]
         known = set(answer.get("x-problem-codes", []))
         answer["x-problem-codes"] = sorted(known | set(codes))
         examples = media.setdefault("examples", {})

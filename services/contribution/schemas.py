@@ -6,12 +6,13 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, model_validator
 from pydantic_core import PydanticCustomError
 
 from services.common.enums import Category, Insurance
 from services.common.errors import register_validation_code
 from services.common.identifiers import CreditCode, IdNumber, Month, RegionCode
+from services.common.regions import RegionNamed, region_full_name
 from services.contribution.enums import LinePayer, PaidBy
 from services.contribution.pricing import Rounding
 
@@ -132,7 +133,7 @@ class PolicyIn(BaseModel):
         return self
 
 
-class PolicyOut(BaseModel):
+class PolicyOut(RegionNamed):
     """The policy in force: band, rates, grades, back-pay window, rounding."""
 
     region_code: str
@@ -212,7 +213,7 @@ class LineOut(BaseModel):
     person_id: str | None = None
 
 
-class QuoteOut(BaseModel):
+class QuoteOut(RegionNamed):
     category: Category
     region_code: str
     months: list[str]
@@ -250,7 +251,7 @@ class LateFeeOut(BaseModel):
     amount_fen: int
 
 
-class DeclarationOut(BaseModel):
+class DeclarationOut(RegionNamed):
     id: str
     status: str
     source: str
@@ -274,7 +275,7 @@ class DeclarationOut(BaseModel):
     payments: list[PaymentSummary] = Field(default_factory=list)
 
 
-class DeclarationListItem(BaseModel):
+class DeclarationListItem(RegionNamed):
     id: str
     status: str
     source: str
@@ -407,7 +408,7 @@ class PensionFiguresOut(BaseModel):
     monthly_pension_fen: int
 
 
-class PensionEstimateOut(BaseModel):
+class PensionEstimateOut(RegionNamed):
     category: Category
     region_code: str
     policy_region_code: str
@@ -421,3 +422,10 @@ class PensionEstimateOut(BaseModel):
     eligible_at_retirement: bool = Field(description="paid plus projected months reach the minimum")
     estimate: PensionFiguresOut
     assumptions: list[AssumptionOut]
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="the full name of the region whose policy was used (GB/T 2260)", examples=["北京市"],
+    )
+    @property
+    def policy_region_name(self) -> str | None:
+        return region_full_name(self.policy_region_code)

@@ -6,11 +6,12 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, computed_field
 
 from services.common.enums import Category, Insurance
 from services.common.identifiers import CreditCode, IdNumber, Month, PersonName, RegionCode, UnitText
 from services.common.pagination import Page
+from services.common.regions import RegionNamed, region_full_name
 from services.registration.models import ChangeKind, EndReason, EnrolmentStatus
 
 Name = PersonName
@@ -34,7 +35,7 @@ class EmployerIn(_In):
     work_injury_class: StrictInt = Field(ge=1, le=8, description="industry risk class 1-8")
 
 
-class EmployerOut(BaseModel):
+class EmployerOut(RegionNamed):
     id: str = Field(description="the credit code")
     credit_code: str
     name: str
@@ -53,7 +54,7 @@ class EmployerBrief(BaseModel):
 # ---- enrolments --------------------------------------------------------------------
 
 
-class EnrolmentOut(BaseModel):
+class EnrolmentOut(RegionNamed):
     id: str
     person_id: str
     category: Category
@@ -71,6 +72,14 @@ class EnrolmentOut(BaseModel):
     late: bool = False
     late_days: int = 0
     registered_on: date
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="the household region's full name (GB/T 2260); null without one or for a code no longer in the table",
+        examples=["北京市朝阳区"],
+    )
+    @property
+    def household_region_name(self) -> str | None:
+        return region_full_name(self.household_region_code)
 
 
 class EmployeeIn(_In):
@@ -149,7 +158,7 @@ class EndEnrolmentIn(_In):
 # ---- persons -----------------------------------------------------------------------
 
 
-class HistoryEntry(BaseModel):
+class HistoryEntry(RegionNamed):
     at: datetime
     change: ChangeKind
     enrolment_id: str | None = None
@@ -196,7 +205,7 @@ class PensionAwardIn(_In):
     reason: str | None = Field(default=None, max_length=200)
 
 
-class PensionAwardOut(BaseModel):
+class PensionAwardOut(RegionNamed):
     id: str = Field(description="the person id")
     person_id: str
     pensioner: bool
@@ -215,7 +224,7 @@ class RegionalRuleIn(_In):
     reason: str = Field(min_length=1, max_length=200, description="why the rule changes (audited)")
 
 
-class RegionalRuleOut(BaseModel):
+class RegionalRuleOut(RegionNamed):
     region_code: str
     effective_from: date
     flexible_non_local_allowed: bool
@@ -223,7 +232,7 @@ class RegionalRuleOut(BaseModel):
     updated_at: datetime
 
 
-class EnrolmentRef(BaseModel):
+class EnrolmentRef(RegionNamed):
     """The open enrolment a refusal names."""
 
     id: str

@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from services.common.identifiers import Month
 from services.common.pagination import Page
+from services.common.regions import RegionNamed
 
 
 class CertificationState(StrEnum):
@@ -80,7 +81,7 @@ class ReviewRuleIn(BaseModel):
         return v
 
 
-class ReviewRuleOut(BaseModel):
+class ReviewRuleOut(RegionNamed):
     region_code: str
     effective_from: date
     certification_months: int
@@ -93,7 +94,7 @@ class ReviewRuleOut(BaseModel):
 # ---- certification ---------------------------------------------------------------
 
 
-class CertificationStatus(BaseModel):
+class CertificationStatus(RegionNamed):
     person_id: str
     name: str
     id_number_masked: str
@@ -188,7 +189,7 @@ class DeclarationLinesIn(BaseModel):
     )
 
 
-class BandOut(BaseModel):
+class BandOut(RegionNamed):
     region_code: str
     effective_from: str
     effective_to: str | None
@@ -235,7 +236,7 @@ class Differences(BaseModel):
     outside_band: list[BandDiff]
 
 
-class DeclarationOut(BaseModel):
+class DeclarationOut(RegionNamed):
     id: str
     credit_code: str
     year: int

@@ -79,7 +79,8 @@ class TestSelfEnrolment:
         refused = await reg.enrol_self(region_code="320102", household_region_code="110105", expect=409)
         assert refused["code"] == "enrolment_conflict"
         assert refused["open_enrolment"] == {"id": first["id"], "category": "flexible", "region_code": "110105",
-                                             "start_month": "2026-03", "employer_credit_code": None}
+                                             "start_month": "2026-03", "employer_credit_code": None,
+                                             "region_name": "北京市朝阳区"}
         refused = await reg.enrol_self(category="resident", household_region_code=None, insurance_types=["pension"],
                                        expect=409)
         assert refused["code"] == "enrolment_conflict"

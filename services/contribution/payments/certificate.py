@@ -23,6 +23,7 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 
 from services.common.clock import SHANGHAI
+from services.common.regions import region_full_name
 from services.contribution.payments.money import fen_to_display
 
 INSURANCE_ZH = {"pension": "养老保险", "medical": "医疗保险", "unemployment": "失业保险",
@@ -33,6 +34,29 @@ CATEGORY_ZH = {"flexible": "灵活就业人员", "resident": "城乡居民", "em
 
 _fonts: dict[Path, str] = {}
 _lock = Lock()
+
+
+def _has_glyphs(font: str, text: str) -> bool:
+    """True when the registered TrueType font draws every character of `text`."""
+    face = getattr(pdfmetrics.getFont(font), "face", None)
+    char_to_glyph = getattr(face, "charToGlyph", None)
+    return char_to_glyph is not None and all(ord(ch) in char_to_glyph for ch in text)
+
+
+def region_text(font: str, region_code: str) -> str:
+    """参保地区: the full name beside the code (北京市朝阳区（110105）), or the code alone when the
+    code is no longer in the division table or the font lacks a glyph of the name."""
+    name = region_full_name(region_code)
+    if name is None or not _has_glyphs(font, name):
+        return region_code
+    return f"{name}（{region_code}）"
+
+
+def _fitting_size(font: str, text: str, width: float, size: float, smallest: float = 7) -> float:
+    """The font size, at most `size`, at which `text` fits `width` (a long region name beside the QR code)."""
+    while size > smallest and pdfmetrics.stringWidth(text, font, size) > width:
+        size -= 0.5
+    return size
 
 
 def _font(path: Path) -> str:
@@ -117,7 +141,7 @@ def render_certificate(data: CertificateData, *, font_file: Path) -> bytes:
         ("缴费人", data.holder_name or "—"),
         ("证件号码", data.holder_id_masked or "—"),
         ("参保类别", CATEGORY_ZH.get(data.category, data.category)),
-        ("参保地区", data.region_code),
+        ("参保地区", region_text(font, data.region_code)),
         ("缴费期间", span),
         ("缴费金额", f"￥{fen_to_display(data.amount_fen)} 元"),
         ("支付时间", f"{paid_local}（北京时间）"),
@@ -127,9 +151,11 @@ def render_certificate(data: CertificateData, *, font_file: Path) -> bytes:
     ]
     qr_size = 36 * mm
     _draw_qr(c, data.verify_url, right - qr_size, y - qr_size + 6 * mm, qr_size)
+    value_width = right - qr_size - 3 * mm - (left + 28 * mm)
     for label, value in fields:
         c.setFont(font, 11)
         c.drawString(left, y, f"{label}：")
+        c.setFont(font, _fitting_size(font, value, value_width, 11))
         c.drawString(left + 28 * mm, y, value)
         y -= 7.5 * mm
     c.setFont(font, 8)

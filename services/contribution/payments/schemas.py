@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.common.regions import RegionNamed
 from services.contribution.payments.models import (
     PaymentChannel,
     PaymentStatus,
@@ -46,7 +47,7 @@ class PaymentOut(BaseModel):
     paySign: str | None = None
 
 
-class CertificateCheck(BaseModel):
+class CertificateCheck(RegionNamed):
     """What anyone may learn from a certificate's verification code."""
 
     valid: bool

@@ -1,4 +1,6 @@
-"""Rebuild the certificate font: Noto Sans CJK SC (OFL-1.1) subset to GB2312, TrueType outlines.
+"""Rebuild the certificate font: Noto Sans CJK SC (OFL-1.1) subset to GB2312 and every character
+of the region names in the GB/T 2260 table (a few are outside GB2312: 埇桥区, 硚口区, 鄠邑区 ...),
+TrueType outlines. Rebuild it when the division table is updated.
 
 reportlab embeds TrueType (glyf) fonts only, and Noto Sans CJK ships CFF outlines,
 so the subset is converted to quadratic curves. Run from the repository root with
@@ -35,10 +37,17 @@ def gb2312_characters() -> str:
     return "".join(chars)
 
 
+def region_name_characters() -> str:
+    """Every character of the division names the certificate may print."""
+    from services.common.regions import known_codes, region_name
+
+    return "".join(sorted({ch for code in known_codes() for ch in region_name(code) or ""}))
+
+
 def text_to_keep() -> str:
     ascii_ = "".join(chr(c) for c in range(0x20, 0x7F))
     extra = "￥¥·—–‘’“”…、。，：；？！（）《》【】〔〕　" + "○〇"
-    return ascii_ + extra + gb2312_characters()
+    return ascii_ + extra + gb2312_characters() + region_name_characters()
 
 
 def pick_sc(collection: TTCollection) -> TTFont:
