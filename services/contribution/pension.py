@@ -44,8 +44,8 @@ from services.contribution.models import (
     KnownPerson,
     Policy,
 )
-from services.contribution.policies import covers, live_policies, policy_in_force
-from services.contribution.pricing import clamp, required_pension_months
+from services.contribution.policies.pricing import clamp, required_pension_months
+from services.contribution.policies.service import covers, live_policies, policy_in_force
 
 REFORM_START = "2025-01"
 RESIDENT_AGE = 60

@@ -17,10 +17,10 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from services.common.models import OutboxEvent
 from services.common.pii import id_hash, mask_id_number
+from services.contribution.declarations.lifecycle import expire_due_declarations
 from services.contribution.models import Declaration
+from services.contribution.payments.crediting import credit_payment
 from services.contribution.payments.models import Payment
-from services.contribution.payments.service import credit_payment
-from services.contribution.service import expire_due_declarations
 from services.contribution.webhooks.delivery import BACKOFF, WebhookRuntime, fan_out, send_due
 from services.contribution.webhooks.models import WebhookCursor, WebhookDelivery
 from tests.contribution.conftest import AGENCY, ALICE, NOW, UNIT, enrol_self, hire, pay, register_unit, rows

@@ -8,8 +8,8 @@ import logging
 from fastapi import FastAPI
 
 from services.common.jobs import periodic
+from services.contribution.payments.closing import close_expired_payments, pending_abandoned_before
 from services.contribution.payments.platforms import platforms_of
-from services.contribution.payments.service import close_expired_payments, pending_abandoned_before
 
 log = logging.getLogger("socialsec.contribution.payments")
 

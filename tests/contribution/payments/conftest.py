@@ -18,7 +18,7 @@ from services.common.clock import FrozenClock
 from services.common.pii import id_hash
 from services.contribution.models import Declaration, DeclarationLine, DeclaredMonth
 from services.contribution.payments.platforms import PaymentPlatforms
-from services.contribution.payments.settings import PaymentSettings
+from services.contribution.settings import Settings
 from tests.conftest import KEYS
 from tests.helpers import citizen, make_id_number
 
@@ -33,7 +33,7 @@ class PayWorld:
     svc: Any
     sandbox: httpx.AsyncClient
     platform: SandboxPayments
-    settings: PaymentSettings
+    settings: Settings
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -95,14 +95,14 @@ async def world(make_service: Any) -> Any:
     )
     sandbox_app.state.sandbox_payments = platform
     sandbox = httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox_app), base_url="http://sandbox")
-    settings = PaymentSettings(
+    settings = svc.app.state.settings.model_copy(update=dict(
         alipay_gateway_url="http://sandbox/sandbox/alipay/gateway.do",
         wechatpay_base_url="http://sandbox/sandbox/wechatpay",
         alipay_notify_url="http://contribution/contribution/v1/notify/alipay",
         wechatpay_notify_url="http://contribution/contribution/v1/notify/wechatpay",
         certificate_verify_url="https://socialsec.example/contribution/v1/certificates/",
         payment_timeout_minutes=30,
-    )
+    ))
     svc.app.state.payment_platforms = PaymentPlatforms(settings, svc.app.state.common, client=sandbox)
     yield PayWorld(svc=svc, sandbox=sandbox, platform=platform, settings=settings)
     await platform.drain()

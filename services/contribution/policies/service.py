@@ -14,7 +14,7 @@ from services.common.principal import Principal
 from services.contribution.errors import PolicyNotFound, PolicyOverlap, PolicyPeriodInvalid
 from services.contribution.events import OUTBOX, POLICY_PUBLISHED, PolicyPublished
 from services.contribution.models import Policy
-from services.contribution.pricing import round_fen
+from services.contribution.policies.pricing import round_fen
 from services.contribution.schemas import Grade, PolicyIn, PolicyOut
 
 _POLICY_LOCK = 7_400_000_000  # advisory-lock namespace for policy changes, plus the region code

@@ -14,9 +14,9 @@ import pytest
 from pypdf import PdfReader
 
 from services.common.pii import mask_id_number
+from tests.contribution.payments.conftest import ALICE, BOB, PayWorld
+from tests.contribution.payments.test_notify import alipay_signed, open_alipay, post_alipay
 from tests.helpers import citizen
-from tests.payments.conftest import ALICE, BOB, PayWorld
-from tests.payments.test_notify import alipay_signed, open_alipay, post_alipay
 
 MASKED = mask_id_number(ALICE)
 

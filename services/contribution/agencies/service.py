@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.clock import aware
 from services.common.pii import id_hash
 from services.common.principal import Principal
+from services.contribution.declarations.creating import create_person_declaration
 from services.contribution.errors import (
     AgencyNotAuthorized,
     AuthorizationInvalid,
@@ -24,9 +25,21 @@ from services.contribution.schemas import (
     AuthorizationStatus,
     QuoteIn,
 )
-from services.contribution.service import authorization_in_force, create_person_declaration
 
 MAX_AUTHORIZATION_DAYS = 5 * 366
+
+
+async def authorization_in_force(
+    *, session: AsyncSession, agency_credit_code: str, person_key: str, today: date
+) -> AgencyAuthorization | None:
+    """The person's authorization of the agency that is in force today, if any."""
+    stmt = select(AgencyAuthorization).where(
+        AgencyAuthorization.agency_credit_code == agency_credit_code,
+        AgencyAuthorization.person_key == person_key,
+        AgencyAuthorization.revoked_at.is_(None),
+        AgencyAuthorization.valid_until >= today,
+    ).limit(1)
+    return (await session.execute(stmt)).scalars().first()
 
 
 def authorization_out(row: AgencyAuthorization, today: date) -> AgencyAuthorizationOut:

@@ -15,10 +15,10 @@ from fastapi import FastAPI
 from sandbox.payments import SandboxPayments
 from sandbox.payments import router as sandbox_router
 from services.contribution.payments import alipay, wechatpay
+from services.contribution.payments.keys import load_public_key
 from services.contribution.payments.money import AmountInvalid, fen_to_display, fen_to_yuan, yuan_to_fen
-from services.contribution.payments.settings import load_public_key
 from tests.conftest import KEYS
-from tests.payments import independent as ind
+from tests.contribution.payments import independent as ind
 
 NOW = datetime(2026, 3, 10, 2, 0, tzinfo=UTC)
 APIV3 = (KEYS / "wechatpay-apiv3.key").read_bytes().strip()
@@ -98,7 +98,7 @@ class TestAlipayNotificationVerification:
 
 
 def _alipay_config(app_key: rsa.RSAPrivateKey | None = None) -> alipay.AlipayConfig:
-    from services.contribution.payments.settings import load_private_key
+    from services.contribution.payments.keys import load_private_key
 
     return alipay.AlipayConfig(
         gateway_url="http://sandbox/sandbox/alipay/gateway.do",
@@ -184,7 +184,7 @@ class TestAlipayTradeCreate:
 
 
 def _wechat_config(platform_keys: dict[str, rsa.RSAPublicKey] | None = None, merchant_key: rsa.RSAPrivateKey | None = None) -> wechatpay.WechatPayConfig:
-    from services.contribution.payments.settings import SANDBOX_PLATFORM_KEY_ID, load_private_key
+    from services.contribution.payments.keys import SANDBOX_PLATFORM_KEY_ID, load_private_key
 
     return wechatpay.WechatPayConfig(
         base_url="http://sandbox/sandbox/wechatpay",
@@ -223,7 +223,7 @@ class TestWechatPaySigning:
 class TestWechatPayNotificationVerification:
     def signed(self, *, key: rsa.RSAPrivateKey | None = None, serial: str | None = None, ts: int | None = None,
                apiv3: bytes = APIV3, total: int = 1230) -> tuple[bytes, dict[str, str]]:
-        from services.contribution.payments.settings import SANDBOX_PLATFORM_KEY_ID
+        from services.contribution.payments.keys import SANDBOX_PLATFORM_KEY_ID
 
         return ind.wechat_notification(
             platform_key=key or ind.load_private(KEYS / "wechatpay-platform.pem"),

@@ -1,70 +1,29 @@
-"""Payment platform settings (`CONTRIBUTION_*`): Alipay, WeChat Pay, time-out, certificates.
+"""The payment platforms' key material, named by the contribution settings (`CONTRIBUTION_*_FILE`).
 
 Keys are files. Left unset, the development keys that `make run` creates under
-`$SOCIALSEC_VAR_DIR/keys/` are used and the URLs point at the local sandbox;
-production sets every value.
+`$SOCIALSEC_VAR_DIR/keys/` are used; production sets every file.
 """
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.settings import CommonSettings, ConfigurationError
+from services.contribution.settings import Settings
 
 FONT_FILE = Path(__file__).with_name("fonts") / "NotoSansSC-Subset.ttf"
 SANDBOX_PLATFORM_KEY_ID = "PUB_KEY_ID_0112345678901234567890123456789012"
 
 
-class PaymentSettings(BaseSettings):
-    """How the contribution service reaches Alipay and WeChat Pay."""
-
-    model_config = SettingsConfigDict(env_prefix="CONTRIBUTION_", extra="ignore")
-
-    alipay_gateway_url: str = "http://127.0.0.1:8010/sandbox/alipay/gateway.do"
-    alipay_app_id: str = Field(default="2021000100000001", min_length=1, max_length=32)
-    alipay_app_private_key_file: Path | None = None
-    alipay_public_key_file: Path | None = None
-    alipay_seller_id: str | None = "2088000000000001"
-    alipay_notify_url: str = "http://127.0.0.1:8002/contribution/v1/notify/alipay"
-
-    wechatpay_base_url: str = "http://127.0.0.1:8010/sandbox/wechatpay"
-    wechatpay_mchid: str = Field(default="1900000001", min_length=1, max_length=32)
-    wechatpay_appid: str = Field(default="wx0000000000000001", min_length=1, max_length=32)
-    wechatpay_merchant_key_file: Path | None = None
-    wechatpay_merchant_serial: str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
-    # Wechatpay-Serial (a platform certificate serial or a "PUB_KEY_ID_..." public-key id) -> PEM file
-    # (a public key or a certificate). JSON object in the environment.
-    wechatpay_platform_keys: dict[str, Path] = Field(default_factory=dict)
-    wechatpay_apiv3_key_file: Path | None = None
-    wechatpay_notify_url: str = "http://127.0.0.1:8002/contribution/v1/notify/wechatpay"
-    wechatpay_notify_tolerance_seconds: int = Field(default=300, gt=0, le=3600)
-
-    payment_timeout_minutes: int = Field(default=30, gt=0, le=7 * 24 * 60)
-    payment_close_interval_seconds: float = Field(default=30.0, gt=0)
-    platform_timeout_seconds: float = Field(default=10.0, gt=0)
-    certificate_font_file: Path | None = None
-    certificate_verify_url: str = "http://127.0.0.1:8000/contribution/v1/certificates/"
-
-    @field_validator("wechatpay_platform_keys", mode="before")
-    @classmethod
-    def _json_map(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return json.loads(value) if value.strip() else {}
-        return value
-
-
 class PaymentKeys:
     """The key material named by the settings, loaded once."""
 
-    def __init__(self, settings: PaymentSettings, common: CommonSettings | None = None) -> None:
+    def __init__(self, settings: Settings, common: CommonSettings | None = None) -> None:
         self.settings = settings
         self.keys_dir = (common or CommonSettings()).keys_dir
 

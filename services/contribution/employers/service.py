@@ -13,6 +13,8 @@ from services.common.clock import SHANGHAI
 from services.common.enums import Category
 from services.common.identifiers import month_from_index, month_index
 from services.common.principal import Principal, check_own_unit
+from services.contribution.declarations.claims import save_declaration
+from services.contribution.declarations.reading import EMPLOYER_SOURCES, lines_of
 from services.contribution.errors import (
     DeclarationNotFound,
     EmployerNotRegistered,
@@ -29,11 +31,10 @@ from services.contribution.models import (
     KnownEmployer,
     KnownEnrolment,
 )
-from services.contribution.policies import policy_in_force
-from services.contribution.pricing import Line, clamp, deadline_of, late_fee, round_fen
-from services.contribution.quotes import payer_lines
+from services.contribution.policies.pricing import Line, clamp, deadline_of, late_fee, round_fen
+from services.contribution.policies.quotes import payer_lines
+from services.contribution.policies.service import policy_in_force
 from services.contribution.schemas import AssessmentIn, EmployerDeclarationIn
-from services.contribution.service import EMPLOYER_SOURCES, lines_of, save_declaration
 
 
 async def registered_employer(*, session: AsyncSession, credit_code: str) -> KnownEmployer:

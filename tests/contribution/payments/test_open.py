@@ -14,9 +14,9 @@ from services.common.pii import id_hash
 from services.contribution.models import AgencyAuthorization
 from services.contribution.payments.models import Payment
 from tests.conftest import KEYS
+from tests.contribution.payments import independent as ind
+from tests.contribution.payments.conftest import ALICE, BOB, PayWorld
 from tests.helpers import agency, citizen, employer, make_credit_code, staff
-from tests.payments import independent as ind
-from tests.payments.conftest import ALICE, BOB, PayWorld
 
 
 async def payments_of(world: PayWorld, decl_id: str) -> list[Payment]:

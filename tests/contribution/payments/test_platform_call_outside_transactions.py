@@ -20,8 +20,8 @@ from services.common.models import IdempotencyKey
 from services.contribution.models import Declaration
 from services.contribution.payments.jobs import close_payments_once
 from services.contribution.payments.models import Payment
+from tests.contribution.payments.conftest import ALICE, BOB, PayWorld
 from tests.helpers import citizen
-from tests.payments.conftest import ALICE, BOB, PayWorld
 
 
 class PlatformCrash(BaseException):

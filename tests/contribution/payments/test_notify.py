@@ -12,12 +12,12 @@ from services.common.models import AuditEntry, OutboxEvent
 from services.contribution.events import DECLARATION_PAID
 from services.contribution.models import ContributionRecord, Declaration, DeclaredMonth
 from services.contribution.payments.jobs import close_payments_once, payment_closer
+from services.contribution.payments.keys import SANDBOX_PLATFORM_KEY_ID, load_public_key
 from services.contribution.payments.models import Certificate, Payment, PaymentNotification
-from services.contribution.payments.settings import SANDBOX_PLATFORM_KEY_ID, load_public_key
 from tests.conftest import KEYS
+from tests.contribution.payments import independent as ind
+from tests.contribution.payments.conftest import ALICE, PayWorld
 from tests.helpers import citizen, staff
-from tests.payments import independent as ind
-from tests.payments.conftest import ALICE, PayWorld
 
 APIV3 = (KEYS / "wechatpay-apiv3.key").read_bytes().strip()
 

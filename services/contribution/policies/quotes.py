@@ -20,8 +20,7 @@ from services.contribution.errors import (
     PolicyNotFound,
 )
 from services.contribution.models import Policy
-from services.contribution.policies import policies_for_months, tiers_fen
-from services.contribution.pricing import (
+from services.contribution.policies.pricing import (
     FREQUENCY_MONTHS,
     Line,
     earliest_back_pay_month,
@@ -30,6 +29,7 @@ from services.contribution.pricing import (
     premium,
     whole_periods,
 )
+from services.contribution.policies.service import policies_for_months, tiers_fen
 from services.contribution.schemas import LineOut, QuoteIn, QuoteOut
 
 INSURANCE_ORDER = list(Insurance)
