@@ -102,13 +102,6 @@ class NotFound(DomainError):
     title_en = "Not found"
 
 
-class Conflict(DomainError):
-    status = 409
-    code = "conflict"
-    title_zh = "与当前状态冲突"
-    title_en = "Conflict with the current state"
-
-
 class ValidationFailed(DomainError):
     status = 422
     code = "validation_failed"
@@ -334,13 +327,6 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(
         request, status=exc.status_code, code=code, title=en_title if en else zh, headers=headers or None,
     )
-
-
-async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # The traceback goes to the log (which masks id numbers), never to the client.
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    err = InternalError()
-    return render_domain_error(request, err)
 
 
 def install_error_handlers(app: FastAPI) -> None:
