@@ -11,7 +11,7 @@ from services.common.clock import Clock
 from services.common.jobs import periodic
 from services.common.settings import CommonSettings
 from services.review.api import router
-from services.review.certification import sweep
+from services.review.certification.service import sweep
 from services.review.readmodel import CONSUMERS
 from services.review.settings import Settings
 

@@ -19,7 +19,7 @@ from services.common.spreadsheets import (
     xlsx_bytes,
     yuan_cell,
 )
-from services.review.roster import ROSTER_HEADER, roster_for_year
+from services.review.declarations.roster import ROSTER_HEADER, roster_for_year
 
 COLUMNS = (
     Column("id_number", ("身份证号码", "身份证号", "公民身份号码", "社会保障号码", "证件号码")),

@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.audit import record_audit
 from services.common.clock import Clock
 from services.common.principal import Principal
-from services.review.declarations import (
+from services.review.declarations.roster import roster_for_year
+from services.review.declarations.service import (
     SETTLED,
     add_history,
     check_year,
@@ -21,7 +22,6 @@ from services.review.declarations import (
 )
 from services.review.errors import RuleNotFound
 from services.review.models import AnnualDeclaration, DeclarationLine, Employer, ReviewRule
-from services.review.roster import roster_for_year
 from services.review.rules import band_in_force, clamp, rule_in_force
 from services.review.schemas import DeclarationStatus, OverdueItem, OverdueOut
 
