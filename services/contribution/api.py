@@ -19,12 +19,14 @@ from services.common.pagination import CursorQuery, Page, decode_cursor, encode_
 from services.common.paths import CreditCodePath, IdPath
 from services.common.pii import id_hash
 from services.common.principal import Principal, PrincipalKind, check_own_unit, require
-from services.contribution import pension, records
+from services.contribution import records
 from services.contribution.agencies import service as agencies
 from services.contribution.declarations import creating, lifecycle, reading
 from services.contribution.employers import service as employers
 from services.contribution.models import Declaration
 from services.contribution.payments.reads import payment_summaries
+from services.contribution.pension import estimate as pension
+from services.contribution.pension.rules import FemalePost, half_up
 from services.contribution.policies import service as policies
 from services.contribution.policies.quotes import price, quote_out
 from services.contribution.schemas import (
@@ -328,7 +330,7 @@ async def my_records(
             summary="My statutory retirement month, minimum years, months paid and needed, estimated pension")
 async def my_pension_estimate(
     request: Request, session: DbSession, principal: Citizen2,
-    female_post: Annotated[pension.FemalePost | None, Query(
+    female_post: Annotated[FemalePost | None, Query(
         description="women only: worker (original age 50) or cadre (55); default from the enrolment")] = None,
 ) -> PensionEstimateOut:
     """养老金测算: an estimate, every figure with what it assumed (see `assumptions`)."""
@@ -365,5 +367,5 @@ async def my_pension_estimate(
 
 def _four_places(value: Any) -> str:
     """A Fraction as a decimal string with 4 places, half up (no float)."""
-    scaled = pension.half_up(value * 10000)
+    scaled = half_up(value * 10000)
     return f"{scaled // 10000}.{scaled % 10000:04d}"

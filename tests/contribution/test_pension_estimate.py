@@ -29,7 +29,7 @@ from sqlalchemy import update
 
 from services.contracts import registration as reg
 from services.contribution.models import KnownPerson
-from services.contribution.pension import (
+from services.contribution.pension.rules import (
     DIVISORS,
     account_pension_fen,
     basic_pension_fen,
