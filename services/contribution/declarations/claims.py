@@ -1,5 +1,4 @@
-"""Months held by declarations: claiming (the database's unique constraint decides), releasing, saving.
-"""
+"""Months held by declarations: claiming (the database's unique constraint decides), releasing, saving."""
 
 from __future__ import annotations
 
@@ -7,14 +6,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.contribution.errors import (
-    MonthAlreadyDeclared,
-)
-from services.contribution.models import (
-    Declaration,
-    DeclarationLine,
-    DeclaredMonth,
-)
+from services.contribution.errors import MonthAlreadyDeclared
+from services.contribution.models import Declaration, DeclarationLine, DeclaredMonth
 from services.contribution.policies.pricing import Line
 
 

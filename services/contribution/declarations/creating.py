@@ -17,22 +17,11 @@ from services.common.pii import id_hash
 from services.common.principal import Principal
 from services.contribution.declarations.claims import save_declaration
 from services.contribution.enums import LinePayer
-from services.contribution.errors import (
-    CategoryNotAllowed,
-    NotEnrolled,
-)
-from services.contribution.models import (
-    Declaration,
-    DeclarationSource,
-    DeclarationStatus,
-    KnownEnrolment,
-)
+from services.contribution.errors import CategoryNotAllowed, NotEnrolled
+from services.contribution.models import Declaration, DeclarationSource, DeclarationStatus, KnownEnrolment
 from services.contribution.policies.pricing import Line
 from services.contribution.policies.quotes import Priced, price
-from services.contribution.schemas import (
-    DeclarationIn,
-    QuoteIn,
-)
+from services.contribution.schemas import DeclarationIn, QuoteIn
 
 
 async def check_enrolled(*, session: AsyncSession, person_key: str, priced: Priced) -> str | None:

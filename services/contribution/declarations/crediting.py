@@ -1,5 +1,4 @@
-"""Paying declarations (called by the payment channels in `payments/`): who may pay one, and crediting it.
-"""
+"""Paying declarations (called by the payment channels in `payments/`): who may pay one, and crediting it."""
 
 from __future__ import annotations
 
@@ -16,22 +15,9 @@ from services.contribution.agencies.service import authorization_in_force
 from services.contribution.declarations.claims import claim_periods
 from services.contribution.declarations.reading import EMPLOYER_SOURCES, PERSON_SOURCES, lines_of
 from services.contribution.enums import LinePayer, PaidBy
-from services.contribution.errors import (
-    DeclarationAlreadyPaid,
-    DeclarationNotFound,
-    DeclarationStateConflict,
-)
-from services.contribution.events import (
-    DECLARATION_PAID,
-    OUTBOX,
-    DeclarationPaid,
-)
-from services.contribution.models import (
-    ContributionRecord,
-    Declaration,
-    DeclarationSource,
-    DeclarationStatus,
-)
+from services.contribution.errors import DeclarationAlreadyPaid, DeclarationNotFound, DeclarationStateConflict
+from services.contribution.events import DECLARATION_PAID, OUTBOX, DeclarationPaid
+from services.contribution.models import ContributionRecord, Declaration, DeclarationSource, DeclarationStatus
 
 
 async def get_payable_declaration(

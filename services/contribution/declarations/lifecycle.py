@@ -1,5 +1,4 @@
-"""A declaration's life before payment: confirming a draft, cancelling, expiring those past their time.
-"""
+"""A declaration's life before payment: confirming a draft, cancelling, expiring those past their time."""
 
 from __future__ import annotations
 
@@ -12,21 +11,9 @@ from services.common.clock import aware
 from services.common.enums import Category
 from services.contribution.declarations.claims import release_periods
 from services.contribution.declarations.reading import LIVE, PERSON_SOURCES, PaymentLoader
-from services.contribution.errors import (
-    DeclarationStateConflict,
-    PaymentInProgress,
-)
-from services.contribution.events import (
-    DECLARATION_EXPIRED,
-    OUTBOX,
-    DeclarationExpired,
-)
-from services.contribution.models import (
-    Declaration,
-    DeclarationSource,
-    DeclarationStatus,
-    DeclaredMonth,
-)
+from services.contribution.errors import DeclarationStateConflict, PaymentInProgress
+from services.contribution.events import DECLARATION_EXPIRED, OUTBOX, DeclarationExpired
+from services.contribution.models import Declaration, DeclarationSource, DeclarationStatus, DeclaredMonth
 
 
 async def confirm_declaration(*, session: AsyncSession, declaration: Declaration, now: datetime, ttl: timedelta) -> Declaration:

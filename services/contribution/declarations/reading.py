@@ -19,30 +19,14 @@ from services.common.pagination import CursorInvalid, decode_cursor, encode_curs
 from services.common.pii import id_hash
 from services.common.principal import Principal
 from services.contribution.enums import PaidBy
-from services.contribution.errors import (
-    DeclarationNotFound,
-)
-from services.contribution.models import (
-    Declaration,
-    DeclarationLine,
-    DeclarationSource,
-    DeclarationStatus,
-)
+from services.contribution.errors import DeclarationNotFound
+from services.contribution.models import Declaration, DeclarationLine, DeclarationSource, DeclarationStatus
 from services.contribution.policies.pricing import Line, round_fen
 from services.contribution.policies.quotes import line_out
-from services.contribution.schemas import (
-    DeclarationListItem,
-    DeclarationOut,
-    LateFeeOut,
-    PaymentSummary,
-)
+from services.contribution.schemas import DeclarationListItem, DeclarationOut, LateFeeOut, PaymentSummary
 
 LIVE = (DeclarationStatus.draft, DeclarationStatus.awaiting_payment)
-
-
 PERSON_SOURCES = (DeclarationSource.citizen, DeclarationSource.agency)
-
-
 EMPLOYER_SOURCES = (DeclarationSource.employer, DeclarationSource.assessment)
 
 

@@ -1,5 +1,4 @@
-"""Payment certificates: the owner's (the PDF is rendered by `certificate.py`) and the public check of a code.
-"""
+"""Payment certificates: the owner's (the PDF is rendered by `certificate.py`) and the public check of a code."""
 
 from __future__ import annotations
 
@@ -13,20 +12,14 @@ from services.common.pii import mask_name
 from services.common.principal import Principal
 from services.contribution.declarations.crediting import get_payable_declaration
 from services.contribution.declarations.reading import lines_of
-from services.contribution.errors import (
-    DeclarationNotFound,
-)
+from services.contribution.errors import DeclarationNotFound
 from services.contribution.models import DeclarationLine
 from services.contribution.payments.errors import (
     CertificateNotAvailable,
     CertificateNotFound,
     PaymentNotFound,
 )
-from services.contribution.payments.models import (
-    Certificate,
-    Payment,
-    PaymentChannel,
-)
+from services.contribution.payments.models import Certificate, Payment, PaymentChannel
 from services.contribution.payments.schemas import CertificateCheck
 
 _CODE_RE = re.compile(r"[A-Za-z0-9_-]{16,40}")

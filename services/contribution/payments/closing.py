@@ -12,10 +12,7 @@ from typing import Any
 from sqlalchemy import and_, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.contribution.payments.models import (
-    Payment,
-    PaymentStatus,
-)
+from services.contribution.payments.models import Payment, PaymentStatus
 from services.contribution.payments.platforms import PaymentPlatforms
 
 # Time left to a request that created a payment at the platform to record the answer, past the

@@ -29,11 +29,7 @@ from services.contribution.errors import (
 from services.contribution.events import OUTBOX, PAYMENT_REFUND_PENDING, PaymentRefundPending
 from services.contribution.models import Declaration, DeclarationStatus
 from services.contribution.payments.closing import close_payment, rowcount
-from services.contribution.payments.models import (
-    Certificate,
-    Payment,
-    PaymentStatus,
-)
+from services.contribution.payments.models import Certificate, Payment, PaymentStatus
 from services.contribution.payments.reads import open_payment_of, reload_payment
 
 log = logging.getLogger("socialsec.contribution.payments")

@@ -19,17 +19,11 @@ from services.common.clock import SHANGHAI
 from services.contribution.payments import alipay, wechatpay
 from services.contribution.payments.closing import close_payment
 from services.contribution.payments.crediting import alert, credit_payment
-from services.contribution.payments.models import (
-    Payment,
-    PaymentChannel,
-    PaymentNotification,
-)
+from services.contribution.payments.models import Payment, PaymentChannel, PaymentNotification
 from services.contribution.payments.money import AmountInvalid, yuan_to_fen
 from services.contribution.payments.platforms import PaymentPlatforms
 
 log = logging.getLogger("socialsec.contribution.payments")
-
-
 MAX_RAW = 64 * 1024
 
 

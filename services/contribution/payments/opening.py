@@ -1,5 +1,4 @@
-"""Opening payments: at most one open per declaration, created at the platform outside any transaction.
-"""
+"""Opening payments: at most one open per declaration, created at the platform outside any transaction."""
 
 from __future__ import annotations
 
@@ -19,10 +18,7 @@ from services.common.clock import SHANGHAI, Clock, aware
 from services.common.pii import mask_id_number
 from services.common.principal import Principal, PrincipalKind
 from services.contribution.declarations.crediting import get_payable_declaration
-from services.contribution.errors import (
-    DeclarationAlreadyPaid,
-    DeclarationStateConflict,
-)
+from services.contribution.errors import DeclarationAlreadyPaid, DeclarationStateConflict
 from services.contribution.models import Declaration, DeclarationStatus, KnownPerson
 from services.contribution.payments import alipay, wechatpay
 from services.contribution.payments.closing import (
@@ -37,11 +33,7 @@ from services.contribution.payments.errors import (
     PaymentAlreadyOpen,
     PaymentPlatformUnavailable,
 )
-from services.contribution.payments.models import (
-    Payment,
-    PaymentChannel,
-    PaymentStatus,
-)
+from services.contribution.payments.models import Payment, PaymentChannel, PaymentStatus
 from services.contribution.payments.platforms import PaymentPlatforms
 from services.contribution.payments.reads import open_payment_of, reload_payment
 from services.contribution.payments.schemas import PaymentOut

@@ -1,5 +1,4 @@
-"""Reading payments: a declaration's payments (shown in its answer), one payment as stored, staff's list.
-"""
+"""Reading payments: a declaration's payments (shown in its answer), one payment as stored, staff's list."""
 
 from __future__ import annotations
 
@@ -10,11 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.clock import aware
 from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
-from services.contribution.payments.models import (
-    Payment,
-    PaymentChannel,
-    PaymentStatus,
-)
+from services.contribution.payments.models import Payment, PaymentChannel, PaymentStatus
 from services.contribution.payments.schemas import PaymentRecord
 from services.contribution.schemas import PaymentSummary
 

@@ -1,5 +1,4 @@
-"""养老金测算 from the person's record: enrolments, contributions, the region's policies (rules in `rules.py`).
-"""
+"""养老金测算 from the person's record: enrolments, contributions, the region's policies (rules in `rules.py`)."""
 
 from __future__ import annotations
 
@@ -15,13 +14,7 @@ from services.common.enums import Category, Insurance
 from services.common.identifiers import month_from_index, month_index, region_candidates
 from services.contribution.enums import LinePayer
 from services.contribution.errors import NotEnrolled, PersonIsPensioner
-from services.contribution.models import (
-    ContributionRecord,
-    Declaration,
-    KnownEnrolment,
-    KnownPerson,
-    Policy,
-)
+from services.contribution.models import ContributionRecord, Declaration, KnownEnrolment, KnownPerson, Policy
 from services.contribution.pension.rules import (
     ACCOUNT_SHARE_BP,
     DIVISORS,

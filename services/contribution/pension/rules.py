@@ -33,14 +33,8 @@ from typing import Any
 from services.common.identifiers import month_from_index, month_index
 
 REFORM_START = "2025-01"
-
-
 RESIDENT_AGE = 60
-
-
 RESIDENT_MINIMUM_MONTHS = 15 * 12
-
-
 ACCOUNT_SHARE_BP = 800  # 8% of the base goes to the individual account (employee and flexible alike)
 
 

@@ -1,5 +1,4 @@
-"""The lines of an annual wage declaration: each line checked on its own, and the differences from the roster.
-"""
+"""The lines of an annual wage declaration: each line checked on its own, and the differences from the roster."""
 
 from __future__ import annotations
 
@@ -9,17 +8,9 @@ from typing import Any
 from services.common.identifiers import normalize_id_number, normalize_person_name
 from services.common.pii import cipher, mask_id_number
 from services.review.models import Band, RosterEntry
-from services.review.schemas import (
-    BandDiff,
-    Differences,
-    DiffPerson,
-    LineError,
-    NameDiff,
-)
+from services.review.schemas import BandDiff, Differences, DiffPerson, LineError, NameDiff
 
 MAX_WAGE_FEN = 100_000_000  # 1,000,000 CNY a month: anything above is a typing error
-
-
 _MESSAGES = {
     "missing": ("必填字段缺失", "required field missing"),
     "id_number_invalid": ("身份证号码无效", "invalid id number"),

@@ -43,8 +43,6 @@ from services.review.schemas import (
 )
 
 EDITABLE = (DeclarationStatus.draft, DeclarationStatus.returned)
-
-
 SETTLED = (DeclarationStatus.submitted, DeclarationStatus.approved, DeclarationStatus.assessed)
 
 
