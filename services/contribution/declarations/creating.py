@@ -24,7 +24,7 @@ from services.contribution.policies.quotes import Priced, price
 from services.contribution.schemas import DeclarationIn, QuoteIn
 
 
-async def check_enrolled(*, session: AsyncSession, person_key: str, priced: Priced) -> str | None:
+async def _check_enrolled(*, session: AsyncSession, person_key: str, priced: Priced) -> str | None:
     """An enrolment of the category in the region must cover every month; its person id."""
     rows = (
         await session.execute(
@@ -68,7 +68,7 @@ def _parents(region_code: str) -> tuple[str, str]:
     return region_code[:4] + "00", region_code[:2] + "0000"
 
 
-def person_claims(person_key: str, priced: Priced) -> list[tuple[str, str, str]]:
+def _person_claims(person_key: str, priced: Priced) -> list[tuple[str, str, str]]:
     if priced.category == Category.resident:
         return [(person_key, str(priced.year), "pension")]
     seen: dict[tuple[str, str, str], None] = {}
@@ -90,7 +90,7 @@ async def create_person_declaration(
             params={"allowed": ["flexible", "resident"]},
         )
     priced = await price(session=session, body=body, today=today, current_month=current_month)
-    person_id = await check_enrolled(session=session, person_key=person_key, priced=priced)
+    person_id = await _check_enrolled(session=session, person_key=person_key, priced=priced)
     by_agency = agency_credit_code is not None
     decl = Declaration(
         id=str(uuid.uuid4()),
@@ -103,7 +103,7 @@ async def create_person_declaration(
     )
     lines = [Line(**{**x.__dict__, "person_key": person_key, "person_id": person_id}) for x in priced.lines]
     return await save_declaration(session=session, declaration=decl, lines=lines,
-                                  claims=person_claims(person_key, priced))
+                                  claims=_person_claims(person_key, priced))
 
 
 async def create_citizen_declaration(
