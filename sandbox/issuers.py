@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -117,10 +116,6 @@ def public_jwk(private_pem: bytes | str) -> dict[str, Any]:
         raise ValueError("sandbox issuer keys are RSA or EC P-256")
     thumbprint = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode()).digest()
     return {**members, "kid": _b64u(thumbprint), "use": "sig", "alg": alg}
-
-
-def keys_dir_default() -> Path:
-    return Path(os.environ.get("SOCIALSEC_VAR_DIR", "var")) / "keys"
 
 
 def issuer_private_pem(issuer: SandboxIssuer, keys_dir: Path) -> str:

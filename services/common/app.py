@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.dependencies.models import Dependant
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.routing import APIRoute, iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -379,7 +379,3 @@ def check_id_routes(routes: Iterable[Any]) -> None:
         for name, convertor in route.param_convertors.items():
             if is_id_parameter(name) and not isinstance(convertor, IdConvertor):
                 raise RuntimeError(f"{route.path}: declare the id segment as {{{name}:id}} with IdPath")
-
-
-def json_response(content: Any, status_code: int = 200) -> JSONResponse:
-    return JSONResponse(content, status_code=status_code)

@@ -336,13 +336,6 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # The traceback goes to the log (which masks id numbers), never to the client.
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    err = InternalError()
-    return render_domain_error(request, err)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error through problem+json."""
     app.add_exception_handler(DomainError, _handle_domain)

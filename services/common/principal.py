@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -331,13 +330,6 @@ def require(
         "kinds": kinds_t, "min_level": min_level, "fresh": fresh, "face": face, "channel_kinds": ck, "roles": rl,
     }
     return dependency
-
-
-def auth_time_of(principal: Principal) -> datetime | None:
-    """The platform authentication time as a datetime."""
-    from datetime import UTC
-
-    return datetime.fromtimestamp(principal.auth_time, UTC) if principal.auth_time is not None else None
 
 
 # Routes depending on one of these take a principal: their OpenAPI operations list 401 and 403

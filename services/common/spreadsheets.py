@@ -50,7 +50,6 @@ MAX_RATIO = 200
 _RATIO_FLOOR = 4 * 1024 * 1024  # small parts may compress as well as they like
 
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 
 
 # ---- refusals ------------------------------------------------------------------------------

@@ -19,8 +19,16 @@ from services.common.pagination import CursorQuery, Page, decode_cursor, encode_
 from services.common.paths import CreditCodePath, IdPath
 from services.common.pii import id_hash
 from services.common.principal import Principal, PrincipalKind, check_own_unit, require
-from services.contribution import agencies, employers, pension, policies, records, service
-from services.contribution.quotes import price, quote_out
+from services.contribution import records
+from services.contribution.agencies import service as agencies
+from services.contribution.declarations import creating, lifecycle, reading
+from services.contribution.employers import service as employers
+from services.contribution.models import Declaration
+from services.contribution.payments.reads import payment_summaries
+from services.contribution.pension import estimate as pension
+from services.contribution.pension.rules import FemalePost, half_up
+from services.contribution.policies import service as policies
+from services.contribution.policies.quotes import price, quote_out
 from services.contribution.schemas import (
     AgencyAuthorizationIn,
     AgencyAuthorizationOut,
@@ -68,6 +76,11 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 def _clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
+
+
+async def _view(session: DbSession, decl: Declaration) -> DeclarationOut:
+    """A declaration's answer, with its payments."""
+    return await reading.declaration_view(session=session, declaration=decl, payments_of=payment_summaries)
 
 
 def _ttl(request: Request) -> timedelta:
@@ -139,42 +152,44 @@ async def create_my_declaration(request: Request, session: DbSession, principal:
     clock = _clock(request)
 
     async def action() -> DeclarationOut:
-        decl = await service.create_citizen_declaration(
+        decl = await creating.create_citizen_declaration(
             session=session, body=body, principal=principal, now=clock.now(), today=clock.today(),
             current_month=clock.current_month(), ttl=_ttl(request),
         )
-        return await service.declaration_view(session=session, declaration=decl)
+        return await _view(session, decl)
 
     return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
 
 
 @router.get("/me/declarations", response_model=DeclarationPage, summary="My declarations, newest first")
 async def list_my_declarations(session: DbSession, principal: Citizen1, limit: Limit = 50, cursor: Cursor = None) -> DeclarationPage:
-    rows, nxt = await service.list_person_declarations(session=session, principal=principal, limit=limit, cursor=cursor)
-    return DeclarationPage(items=[service.list_item(d) for d in rows], next_cursor=nxt)
+    rows, nxt = await reading.list_person_declarations(session=session, principal=principal, limit=limit, cursor=cursor)
+    return DeclarationPage(items=[reading.list_item(d) for d in rows], next_cursor=nxt)
 
 
 @router.get("/me/declarations/{declaration_id:id}", response_model=DeclarationOut, responses={404: {"description": "not mine"}})
 async def get_my_declaration(session: DbSession, principal: Citizen1, declaration_id: IdPath) -> DeclarationOut:
-    decl = await service.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
-    return await service.declaration_view(session=session, declaration=decl)
+    decl = await reading.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
+    return await _view(session, decl)
 
 
 @router.post("/me/declarations/{declaration_id:id}/confirm", response_model=DeclarationOut,
              responses={404: {"description": "not mine"}, 409: {"description": "declaration_state_conflict"}})
 async def confirm_my_declaration(request: Request, session: DbSession, principal: Citizen2, declaration_id: IdPath) -> DeclarationOut:
-    decl = await service.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
-    decl = await service.confirm_declaration(session=session, declaration=decl, now=_clock(request).now(), ttl=_ttl(request))
-    return await service.declaration_view(session=session, declaration=decl)
+    decl = await reading.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
+    decl = await lifecycle.confirm_declaration(session=session, declaration=decl, now=_clock(request).now(), ttl=_ttl(request))
+    return await _view(session, decl)
 
 
 @router.post("/me/declarations/{declaration_id:id}/cancel", response_model=DeclarationOut,
              responses={404: {"description": "not mine"}, 409: {"description": "declaration_state_conflict"}},
              summary="Cancel an unpaid declaration; its months are free again")
 async def cancel_my_declaration(request: Request, session: DbSession, principal: Citizen2, declaration_id: IdPath) -> DeclarationOut:
-    decl = await service.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
-    decl = await service.cancel_declaration(session=session, declaration=decl, now=_clock(request).now())
-    return await service.declaration_view(session=session, declaration=decl)
+    decl = await reading.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
+    decl = await lifecycle.cancel_declaration(
+        session=session, declaration=decl, now=_clock(request).now(), payments_of=payment_summaries
+    )
+    return await _view(session, decl)
 
 
 # ---- employers ------------------------------------------------------------------------
@@ -194,7 +209,7 @@ async def create_employer_declaration(
             session=session, credit_code=credit_code, body=body, principal=principal, now=clock.now(),
             today=clock.today(), current_month=clock.current_month(), ttl=_ttl(request),
         )
-        return await service.declaration_view(session=session, declaration=decl)
+        return await _view(session, decl)
 
     return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
 
@@ -206,8 +221,8 @@ async def list_employer_declarations(
 ) -> DeclarationPage:
     if principal.kind == PrincipalKind.employer:
         check_own_unit(principal, credit_code)
-    rows, nxt = await service.list_employer_declarations(session=session, credit_code=credit_code, limit=limit, cursor=cursor)
-    return DeclarationPage(items=[service.list_item(d) for d in rows], next_cursor=nxt)
+    rows, nxt = await reading.list_employer_declarations(session=session, credit_code=credit_code, limit=limit, cursor=cursor)
+    return DeclarationPage(items=[reading.list_item(d) for d in rows], next_cursor=nxt)
 
 
 @router.get("/employers/{credit_code}/declarations/{declaration_id:id}", response_model=DeclarationOut,
@@ -218,7 +233,7 @@ async def get_employer_declaration(
     if principal.kind == PrincipalKind.employer:
         check_own_unit(principal, credit_code)
     decl = await employers.get_employer_declaration(session=session, credit_code=credit_code, declaration_id=declaration_id)
-    return await service.declaration_view(session=session, declaration=decl)
+    return await _view(session, decl)
 
 
 @router.post("/employers/{credit_code}/assessments", response_model=DeclarationOut, status_code=201,
@@ -234,7 +249,7 @@ async def assess_employer(
         decl = await employers.assess_employer(
             session=session, credit_code=credit_code, body=body, principal=principal, now=clock.now(), today=clock.today(),
         )
-        return await service.declaration_view(session=session, declaration=decl)
+        return await _view(session, decl)
 
     return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
 
@@ -282,7 +297,7 @@ async def create_agency_declaration(request: Request, session: DbSession, princi
             session=session, body=quote, id_number=body.id_number, principal=principal, now=clock.now(),
             today=clock.today(), current_month=clock.current_month(), ttl=_ttl(request),
         )
-        return await service.declaration_view(session=session, declaration=decl)
+        return await _view(session, decl)
 
     return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
 
@@ -290,7 +305,7 @@ async def create_agency_declaration(request: Request, session: DbSession, princi
 @router.get("/agency/declarations/{declaration_id:id}", response_model=DeclarationOut, responses={404: {"description": "not ours"}})
 async def get_agency_declaration(session: DbSession, principal: Agency, declaration_id: IdPath) -> DeclarationOut:
     decl = await agencies.get_agency_declaration(session=session, declaration_id=declaration_id, principal=principal)
-    return await service.declaration_view(session=session, declaration=decl)
+    return await _view(session, decl)
 
 
 # ---- records --------------------------------------------------------------------------
@@ -315,7 +330,7 @@ async def my_records(
             summary="My statutory retirement month, minimum years, months paid and needed, estimated pension")
 async def my_pension_estimate(
     request: Request, session: DbSession, principal: Citizen2,
-    female_post: Annotated[pension.FemalePost | None, Query(
+    female_post: Annotated[FemalePost | None, Query(
         description="women only: worker (original age 50) or cadre (55); default from the enrolment")] = None,
 ) -> PensionEstimateOut:
     """养老金测算: an estimate, every figure with what it assumed (see `assumptions`)."""
@@ -352,5 +367,5 @@ async def my_pension_estimate(
 
 def _four_places(value: Any) -> str:
     """A Fraction as a decimal string with 4 places, half up (no float)."""
-    scaled = pension.half_up(value * 10000)
+    scaled = half_up(value * 10000)
     return f"{scaled // 10000}.{scaled % 10000:04d}"

@@ -9,6 +9,7 @@ from services.common.clock import Clock
 from services.common.jobs import periodic
 from services.common.settings import CommonSettings
 from services.contribution.api import router
+from services.contribution.declarations.lifecycle import expire_due_declarations
 from services.contribution.payments.api import router as payments_router
 from services.contribution.payments.jobs import payment_closer, wechatpay_certificates
 from services.contribution.payments.queries import payment_querier
@@ -18,7 +19,6 @@ from services.contribution.payments.staff_api import router as money_back_router
 from services.contribution.readmodel import REGISTRATION_HANDLERS, REVIEW_HANDLERS
 from services.contribution.reminders import reminder_due, reminder_sending
 from services.contribution.reminders import router as reminders_router
-from services.contribution.service import expire_due_declarations
 from services.contribution.settings import Settings
 from services.contribution.webhooks.api import router as webhooks_router
 from services.contribution.webhooks.jobs import webhook_fan_out, webhook_sender

@@ -17,7 +17,7 @@ from services.contribution.models import (
     DeclarationStatus,
     KnownEnrolment,
 )
-from services.contribution.pricing import required_pension_months
+from services.contribution.policies.pricing import required_pension_months
 from services.contribution.schemas import RecordItem, RecordPart, RecordsOut
 
 PENSION_SCHEMES = (Category.employee, Category.flexible)

@@ -14,7 +14,7 @@ from services.common.errors import register_validation_code
 from services.common.identifiers import CreditCode, IdNumber, Month, RegionCode
 from services.common.regions import RegionNamed, region_full_name
 from services.contribution.enums import LinePayer, PaidBy
-from services.contribution.pricing import Rounding
+from services.contribution.policies.pricing import Rounding
 
 register_validation_code("duplicate_months", "同一申报中月份重复")
 register_validation_code("window_invalid", "补缴窗口应为 current_year、none 或 months:N")
@@ -33,7 +33,7 @@ def _distinct_months(months: list[str] | None) -> list[str] | None:
 
 
 def _window(value: str) -> str:
-    from services.contribution.pricing import parse_window
+    from services.contribution.policies.pricing import parse_window
 
     try:
         parse_window(value)

@@ -28,13 +28,13 @@ from services.common.principal import (
     require,
 )
 from services.common.spreadsheets import XLSX_MEDIA_TYPE, is_multipart, read_upload
-from services.review import certification as cert
-from services.review import declarations as decl
-from services.review import overdue as overdue_svc
-from services.review import roster as roster_svc
-from services.review import sheets
+from services.review.certification import service as cert
+from services.review.declarations import overdue as overdue_svc
+from services.review.declarations import roster as roster_svc
+from services.review.declarations import service as decl
+from services.review.declarations import sheets
+from services.review.declarations.receipt import render_receipt
 from services.review.errors import CertifiedOnInvalid
-from services.review.receipt import render_receipt
 from services.review.rules import put_rule, rule_in_force, rule_out
 from services.review.schemas import (
     CertificationMethod,

@@ -11,7 +11,7 @@ from services.common.clock import Clock
 from services.common.jobs import periodic
 from services.common.settings import CommonSettings
 from services.review.api import router
-from services.review.certification import sweep
+from services.review.certification.service import sweep
 from services.review.readmodel import CONSUMERS
 from services.review.reminders import reminder_due, reminder_sending
 from services.review.reminders import router as reminders_router

@@ -25,7 +25,7 @@ from services.common.reminders import (
     reminder_sender,
     shanghai_date,
 )
-from services.review.certification import schedule_of
+from services.review.certification.service import schedule_of
 from services.review.errors import RuleNotFound
 from services.review.models import Base, Pensioner
 from services.review.rules import rule_in_force

@@ -1,7 +1,7 @@
 """No transaction stays open across an outgoing HTTP call: the event feed's polling and catch-up.
 
 (Opening a payment, the other outgoing call of the services, is tested in
-tests/payments/test_platform_call_outside_transactions.py.)
+tests/contribution/payments/test_platform_call_outside_transactions.py.)
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from services.common.events import CloudEvent
 from services.common.pii import id_hash, mask_id_number
 from services.contracts import registration as reg
 from services.contribution import readmodel
-from services.contribution.service import mark_declaration_paid
+from services.contribution.declarations.crediting import mark_declaration_paid
 from tests.helpers import make_credit_code, make_id_number
 
 # 2026-03-10 10:00 in Shanghai: the current month is 2026-03.

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from services.common.errors import DomainError
 from services.common.principal import Principal
+from services.contribution.declarations.crediting import get_payable_declaration
 from services.contribution.models import AgencyAuthorization
-from services.contribution.service import get_payable_declaration
 from tests.contribution.conftest import AGENCY, ALICE, BOB, OTHER_UNIT, enrol_self, pay, rows
 from tests.helpers import agency, citizen, employer
 

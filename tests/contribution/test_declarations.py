@@ -12,12 +12,10 @@ from services.common.errors import DomainError
 from services.common.models import OutboxEvent
 from services.common.pii import id_hash
 from services.common.principal import Principal
+from services.contribution.declarations.crediting import get_payable_declaration, mark_declaration_paid
+from services.contribution.declarations.lifecycle import cancel_declaration, expire_due_declarations
+from services.contribution.declarations.reading import declaration_view
 from services.contribution.models import ContributionRecord, Declaration, DeclaredMonth
-from services.contribution.service import (
-    expire_due_declarations,
-    get_payable_declaration,
-    mark_declaration_paid,
-)
 from tests.contribution.conftest import ALICE, BOB, UNIT, enrol_self, pay, rows
 from tests.helpers import citizen, employer
 
@@ -133,7 +131,6 @@ class TestReadConfirmCancel:
         assert (await declare(svc)).status_code == 201  # the months are free again
 
     async def test_no_cancel_while_a_payment_is_open(self, svc: Any) -> None:
-        from services.contribution import service as declarations
         from services.contribution.schemas import PaymentSummary
 
         await enrol_self(svc, ALICE)
@@ -144,14 +141,14 @@ class TestReadConfirmCancel:
         async def one_open(session: Any, ids: list[str]) -> dict[str, list[PaymentSummary]]:
             return {i: [PaymentSummary(id="p-open", channel="alipay", status="open")] for i in ids}
 
-        declarations.register_payment_loader(one_open)
-        try:
-            shown = await svc.client.get(f"{D}/{decl['id']}", headers=h)
-            assert [p["id"] for p in shown.json()["payments"]] == ["p-open"]
-            r = await svc.client.post(f"{D}/{decl['id']}/cancel", headers=h)
-            assert r.status_code == 409 and r.json()["code"] == "payment_in_progress"
-        finally:
-            declarations._payment_loaders.remove(one_open)
+        async with svc.db.sessionmaker() as s, s.begin():
+            row = await s.get(Declaration, decl["id"])
+            assert row is not None
+            shown = await declaration_view(session=s, declaration=row, payments_of=one_open)
+            assert [p.id for p in shown.payments] == ["p-open"]
+            with pytest.raises(DomainError) as refused:
+                await cancel_declaration(session=s, declaration=row, now=svc.clock.now(), payments_of=one_open)
+            assert refused.value.code == "payment_in_progress"
         assert (await svc.client.post(f"{D}/{decl['id']}/cancel", headers=h)).json()["status"] == "cancelled"
 
     async def test_list_pages(self, svc: Any) -> None:

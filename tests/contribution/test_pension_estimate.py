@@ -29,7 +29,7 @@ from sqlalchemy import update
 
 from services.contracts import registration as reg
 from services.contribution.models import KnownPerson
-from services.contribution.pension import (
+from services.contribution.pension.rules import (
     DIVISORS,
     account_pension_fen,
     basic_pension_fen,
@@ -37,7 +37,7 @@ from services.contribution.pension import (
     grow_account,
     statutory_retirement,
 )
-from services.contribution.pricing import required_pension_months
+from services.contribution.policies.pricing import required_pension_months
 from tests.contribution.conftest import ALICE, UNIT, enrol_self, feed, hire, pay, register_unit
 from tests.contribution.test_policies import policy_body
 from tests.helpers import agency, citizen, employer, make_id_number, staff

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from services.common.enums import Category
 from services.contribution.enums import LinePayer
 from services.contribution.models import Policy
-from services.contribution.pricing import late_fee, premium, round_fen
-from services.contribution.quotes import Priced, payer_lines
+from services.contribution.policies.pricing import late_fee, premium, round_fen
+from services.contribution.policies.quotes import Priced, payer_lines
 from tests.contribution.conftest import AGENCY
 from tests.helpers import agency, citizen, employer, staff
 
@@ -160,7 +160,7 @@ def test_total_is_the_sum_of_the_payers_lines_and_all_integers(
         lines += payer_lines(policy, month=f"2026-{m:02d}", base_fen=base, category=category, work_injury_class=wi_class)
     if subsidy:
         from services.common.enums import Insurance
-        from services.contribution.pricing import Line
+        from services.contribution.policies.pricing import Line
 
         lines.append(Line(month="2026-01", insurance=Insurance.pension, payer=LinePayer.government, base_fen=base,
                           rate_bp=0, amount_fen=subsidy))

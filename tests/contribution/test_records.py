@@ -90,7 +90,7 @@ class TestRecords:
             (None, 2026, "resident", 50000, "self")
         ]
         assert out["pension_months_paid"] == 0 and out["gaps"] == []
-        from services.contribution.pricing import required_pension_months
+        from services.contribution.policies.pricing import required_pension_months
 
         assert [required_pension_months(y) for y in (2029, 2030, 2034, 2039, 2045)] == [180, 186, 210, 240, 240]
         assert person_ref(BOB)["id_hash"]

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from services.contribution.models import ContributionRecord
-from services.contribution.pricing import fits_frequency, whole_periods
+from services.contribution.policies.pricing import fits_frequency, whole_periods
 from tests.contribution.conftest import ALICE, enrol_self, pay, rows
 from tests.contribution.test_policies import policy_body
 from tests.helpers import citizen, staff

@@ -17,13 +17,12 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from services.common.models import OutboxEvent
 from services.common.pii import id_hash, mask_id_number
+from services.contribution.declarations.lifecycle import expire_due_declarations
 from services.contribution.models import Declaration
+from services.contribution.payments.crediting import credit_payment
 from services.contribution.payments.models import Payment, Refund, RefundStatus
 from services.contribution.payments.platforms import PaymentPlatforms
 from services.contribution.payments.refunds import Answer, settle
-from services.contribution.payments.service import credit_payment
-from services.contribution.payments.settings import PaymentSettings
-from services.contribution.service import expire_due_declarations
 from services.contribution.webhooks.delivery import BACKOFF, WebhookRuntime, fan_out, send_due
 from services.contribution.webhooks.models import WebhookCursor, WebhookDelivery
 from tests.contribution.conftest import AGENCY, ALICE, NOW, UNIT, enrol_self, hire, pay, register_unit, rows
@@ -472,7 +471,7 @@ class TestDeliveries:
                             requested_at=now, attempts=0)
             s.add(refund)
             await s.flush()
-            platforms = PaymentPlatforms(PaymentSettings())
+            platforms = PaymentPlatforms(hooks.app.state.settings)
             assert await settle(s, platforms, refund.id, Answer(RefundStatus.succeeded), now) == "succeeded"
         await fan(hooks)
         (d,) = await deliveries(hooks)

@@ -308,7 +308,7 @@ class TestSweep:
         assert (await run())["transitions"] == 0
 
     async def test_many_pensioners_in_batches(self, svc, feed, monkeypatch):
-        from services.review import certification
+        from services.review.certification import service as certification
 
         monkeypatch.setattr(certification, "SWEEP_BATCH", 5)
         for n in range(1, 13):

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from services.common.clock import aware
 from services.common.db import DbSession
 from services.common.events import ReadModelRoute
 from services.common.idempotency import run_idempotent
@@ -15,12 +16,12 @@ from services.common.identifiers import AsciiInt
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
 from services.common.paths import IdPath
 from services.common.principal import Principal, require
-from services.contribution.payments import service
+from services.contribution.payments import certificates, notifications, opening, reads
 from services.contribution.payments.certificate import CertificateData, CertificateLine, render_certificate
 from services.contribution.payments.models import PaymentStatus
+from services.contribution.payments.notifications import MAX_RAW
 from services.contribution.payments.platforms import platforms_of
 from services.contribution.payments.schemas import CertificateCheck, PaymentIn, PaymentOut, PaymentPage
-from services.contribution.payments.service import MAX_RAW
 
 router = APIRouter(prefix="/contribution/v1", tags=["payments"], route_class=ReadModelRoute)
 
@@ -73,7 +74,7 @@ async def _open(request: Request, session: Any, principal: Principal, body: Paym
     app = request.app
     return await run_idempotent(
         session, request, scope=principal.actor_id, required=True, status_code=201,
-        action=lambda: service.open_payment(
+        action=lambda: opening.open_payment(
             session=session, platforms=platforms_of(app), declaration_id=declaration_id, principal=principal,
             channel=body.channel, clock=app.state.clock,
         ),
@@ -117,7 +118,7 @@ async def open_payment(
                      "content": {"text/plain": {"schema": {"type": "string", "enum": ["fail"]}, "example": "fail"}}}},
 )
 async def notify_alipay(request: Request, session: DbSession) -> Response:
-    handled = await service.handle_alipay_notification(
+    handled = await notifications.handle_alipay_notification(
         session=session, platforms=platforms_of(request.app), body=await _body(request), now=request.app.state.clock.now(),
     )
     return PlainTextResponse("success") if handled else PlainTextResponse("fail", status_code=400)
@@ -132,7 +133,7 @@ async def notify_alipay(request: Request, session: DbSession) -> Response:
                404: {"description": "unknown order", "content": _wechat_fail("unknown_order")}},
 )
 async def notify_wechatpay(request: Request, session: DbSession) -> Response:
-    status, reason = await service.handle_wechat_notification(
+    status, reason = await notifications.handle_wechat_notification(
         session=session, platforms=platforms_of(request.app), headers=request.headers, body=await _body(request),
         now=request.app.state.clock.now(),
     )
@@ -151,7 +152,7 @@ async def certificate_pdf(
     request: Request, session: DbSession, principal: Owner, payment_id: IdPath,
 ) -> Response:
     app = request.app
-    cert, lines = await service.certificate_for_owner(
+    cert, lines = await certificates.certificate_for_owner(
         session=session, payment_id=payment_id, principal=principal, now=app.state.clock.now(),
     )
     platforms = platforms_of(app)
@@ -162,7 +163,7 @@ async def certificate_pdf(
         lines=[CertificateLine(month=x.month, insurance=x.insurance, payer=x.payer, base_fen=x.base_fen,
                                rate_bp=x.rate_bp, amount_fen=x.amount_fen) for x in lines if x.payer != "government"],
         amount_fen=cert.amount_fen, channel=cert.channel, platform_trade_no=cert.platform_trade_no,
-        paid_at=service.aware(cert.paid_at), issued_at=service.aware(cert.issued_at),
+        paid_at=aware(cert.paid_at), issued_at=aware(cert.issued_at),
     )
     pdf = await asyncio.to_thread(render_certificate, data, font_file=platforms.keys.certificate_font)
     return Response(pdf, media_type="application/pdf", headers={
@@ -181,8 +182,8 @@ async def list_payments(
     limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> PaymentPage:
-    rows, nxt = await service.list_payments(session=session, status=status, flagged=flagged, limit=limit, cursor=cursor)
-    return PaymentPage(items=[service.staff_view(p) for p in rows], next_cursor=nxt)
+    rows, nxt = await reads.list_payments(session=session, status=status, flagged=flagged, limit=limit, cursor=cursor)
+    return PaymentPage(items=[reads.staff_view(p) for p in rows], next_cursor=nxt)
 
 
 @router.get(
@@ -193,4 +194,4 @@ async def list_payments(
 async def check_certificate(
     session: DbSession, code: Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the verification code printed on the certificate")],
 ) -> CertificateCheck:
-    return await service.check_certificate(session=session, code=code)
+    return await certificates.check_certificate(session=session, code=code)

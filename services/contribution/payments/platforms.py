@@ -9,15 +9,16 @@ import httpx
 
 from services.common.settings import CommonSettings
 from services.contribution.payments.alipay import AlipayConfig
-from services.contribution.payments.settings import PaymentKeys, PaymentSettings
+from services.contribution.payments.keys import PaymentKeys
 from services.contribution.payments.wechatpay import PlatformKeys, WechatPayConfig
+from services.contribution.settings import Settings
 
 
 class PaymentPlatforms:
     """Settings, keys and one HTTP client for Alipay and WeChat Pay."""
 
     def __init__(
-        self, settings: PaymentSettings, common: CommonSettings | None = None, client: httpx.AsyncClient | None = None,
+        self, settings: Settings, common: CommonSettings | None = None, client: httpx.AsyncClient | None = None,
     ) -> None:
         self.settings = settings
         self.keys = PaymentKeys(settings, common)
@@ -54,9 +55,9 @@ class PaymentPlatforms:
 
 
 def platforms_of(app: Any) -> PaymentPlatforms:
-    """The app's payment platforms, created on first use from the environment."""
+    """The app's payment platforms, created on first use from the service's settings."""
     found = getattr(app.state, "payment_platforms", None)
     if found is None:
-        found = PaymentPlatforms(PaymentSettings(), getattr(app.state, "common", None))
+        found = PaymentPlatforms(app.state.settings, getattr(app.state, "common", None))
         app.state.payment_platforms = found
     return found

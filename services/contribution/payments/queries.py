@@ -29,18 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.jobs import periodic
 from services.contribution.payments import alipay, wechatpay
+from services.contribution.payments.closing import close_payment, pending_abandoned_before
+from services.contribution.payments.crediting import alert, credit_payment
 from services.contribution.payments.models import Payment, PaymentChannel, PaymentStatus
 from services.contribution.payments.money import AmountInvalid, yuan_to_fen
+from services.contribution.payments.notifications import platform_time, record_notification
 from services.contribution.payments.platforms import PaymentPlatforms, platforms_of
-from services.contribution.payments.service import (
-    _alert,
-    _close,
-    _platform_time,
-    _record,
-    _reload,
-    credit_payment,
-    pending_abandoned_before,
-)
+from services.contribution.payments.reads import reload_payment
 
 log = logging.getLogger("socialsec.contribution.payments")
 
@@ -102,7 +97,7 @@ async def close_at_platform(platforms: PaymentPlatforms, channel: str, out_trade
 
 async def apply_view(session: AsyncSession, payment_id: str, view: PlatformView, now: datetime) -> str:
     """Apply what the platform said as a verified notification would be applied; the outcome."""
-    payment = await _reload(session, payment_id)
+    payment = await reload_payment(session, payment_id)
     rec: dict[str, Any] = {
         "channel": payment.channel, "now": now, "raw": f"query:{view.status}"[:200], "out_trade_no": payment.out_trade_no,
         "platform_trade_no": (view.platform_trade_no or "")[:64] or None, "trade_status": view.status[:40],
@@ -110,20 +105,20 @@ async def apply_view(session: AsyncSession, payment_id: str, view: PlatformView,
     }
     if view.paid:
         if view.amount_fen != payment.amount_fen:
-            _alert(session, channel=payment.channel, payment=payment, now=now, reason="amount_mismatch",
+            alert(session, channel=payment.channel, payment=payment, now=now, reason="amount_mismatch",
                    details={"expected_fen": payment.amount_fen, "queried_fen": view.amount_fen, "source": "query"})
-            _record(session, verified=True, outcome="amount_mismatch", **rec)
+            record_notification(session, verified=True, outcome="amount_mismatch", **rec)
             return "amount_mismatch"
         fmt = "%Y-%m-%d %H:%M:%S" if payment.channel == PaymentChannel.alipay else None
         outcome = await credit_payment(
             session=session, payment_id=payment.id, platform_trade_no=view.platform_trade_no,
-            paid_amount_fen=view.amount_fen, paid_at=_platform_time(view.paid_at, now, fmt), now=now,
+            paid_amount_fen=view.amount_fen, paid_at=platform_time(view.paid_at, now, fmt), now=now,
         )
     elif view.closed:
-        outcome = "closed" if await _close(session, payment.id, now) else "ignored"
+        outcome = "closed" if await close_payment(session, payment.id, now) else "ignored"
     else:
         return "waiting"
-    _record(session, verified=True, outcome=outcome, **rec)
+    record_notification(session, verified=True, outcome=outcome, **rec)
     return outcome
 
 
@@ -214,7 +209,7 @@ async def _close_one(app: FastAPI, platforms: PaymentPlatforms, due: Due, now: d
             log.warning("%s order %s could not be closed and is not paid, kept open", due.channel, due.out_trade_no)
             return 0
     async with app.state.db.sessionmaker() as session, session.begin():
-        return 1 if await _close(session, due.id, now) else 0
+        return 1 if await close_payment(session, due.id, now) else 0
 
 
 async def payment_querier(app: FastAPI, stop: asyncio.Event) -> None:

@@ -38,6 +38,7 @@ from services.common.context import request_id_var
 from services.common.jobs import periodic
 from services.common.models import AuditEntry
 from services.common.principal import Principal, StaffRole, StaffRoleRequired
+from services.contribution.declarations.claims import release_periods
 from services.contribution.events import OUTBOX, PAYMENT_REFUNDED, PaymentRefunded
 from services.contribution.models import ContributionRecord, Declaration, DeclarationStatus
 from services.contribution.payments import alipay, wechatpay
@@ -54,7 +55,6 @@ from services.contribution.payments.models import (
 from services.contribution.payments.money import yuan_to_fen
 from services.contribution.payments.platforms import PaymentPlatforms, platforms_of
 from services.contribution.payments.schemas import RefundOut
-from services.contribution.service import release_periods
 
 log = logging.getLogger("socialsec.contribution.payments")
 
