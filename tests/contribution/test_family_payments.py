@@ -131,6 +131,17 @@ class TestPayingABoundRelativesDeclaration:
         r = await open_me(world, decl_id, HOLDER)
         assert (r.status_code, r.json()["code"]) == (409, "payment_already_open")
 
+    async def test_two_holders_of_one_relative_do_not_share_an_open_payment(self, world: PayWorld) -> None:
+        await bind(world, ALICE, BOB)
+        await bind(world, CAROL, BOB)
+        decl_id = await world.declaration(BOB)
+        first = await open_me(world, decl_id, HOLDER)
+        assert first.status_code == 201
+        again = await open_me(world, decl_id, HOLDER)
+        assert again.status_code == 201 and again.json()["id"] == first.json()["id"]
+        r = await open_me(world, decl_id, citizen(CAROL, "王五"))
+        assert (r.status_code, r.json()["code"]) == (409, "payment_already_open")
+
 
 class TestRefusals:
     async def test_not_bound_is_the_same_refusal_as_before(self, world: PayWorld) -> None:

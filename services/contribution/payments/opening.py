@@ -119,7 +119,7 @@ class _Opening:
 
 async def _reuse_or_refuse(
     session: AsyncSession, platforms: PaymentPlatforms, existing: Payment, channel: PaymentChannel, now: datetime,
-    paid_by: str | None = None,
+    paid_by: str | None = None, payer_ref: str | None = None,
 ) -> _Opening | None:
     """An open payment on the same channel is answered again (once the platform has answered it); on another
     channel the caller must wait. None when the payment was closed (past its time, or left by a crash)."""
@@ -128,7 +128,9 @@ async def _reuse_or_refuse(
     ):
         await close_payment(session, existing.id, now)
         return None
-    if existing.channel == channel and existing.paid_by == paid_by:  # the person's and a relative's are apart
+    # A relative's payment is answered again only to the relative who opened it (the person's own stay shared).
+    same_payer = existing.paid_by == paid_by and (paid_by is None or existing.payer_ref == payer_ref)
+    if existing.channel == channel and same_payer:
         if is_pending(existing):
             return _Opening(wait_for=existing.id)
         return _Opening(answer=payment_answer(platforms, existing, now))
@@ -201,7 +203,7 @@ async def _first_step(
     paid_by = str(PaidBy.family) if family.pays_for_relative(principal, decl) else None
     existing = await open_payment_of(session, decl.id)
     if existing is not None:
-        found = await _reuse_or_refuse(session, platforms, existing, channel, now, paid_by)
+        found = await _reuse_or_refuse(session, platforms, existing, channel, now, paid_by, principal.sub[:128])
         if found is not None:
             return found
     timeout = timedelta(minutes=platforms.settings.payment_timeout_minutes)
@@ -223,7 +225,7 @@ async def _first_step(
         existing = await open_payment_of(session, decl.id)
         if existing is None:
             raise
-        found = await _reuse_or_refuse(session, platforms, existing, channel, now, paid_by)
+        found = await _reuse_or_refuse(session, platforms, existing, channel, now, paid_by, principal.sub[:128])
         if found is None:
             raise PaymentAlreadyOpen(params={"payment_id": existing.id}) from None
         return found
