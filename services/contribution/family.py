@@ -80,6 +80,9 @@ async def bound(session: AsyncSession, *, holder_id_hash: str, relative_id_hash:
     ).limit(1)
     return (await session.execute(stmt)).scalar_one_or_none() is not None
 
+# Binding relatives takes a level-3 citizen in the card service; acting for one here does too.
+FAMILY_MIN_LEVEL = 3
+
 
 def pays_for_relative(principal: Principal, decl: Declaration) -> bool:
     """A citizen paying a person's declaration that is not their own (allowed only through a binding)."""

@@ -163,6 +163,13 @@ class TestRefusals:
         r = await open_me(world, mine, RELATIVE)
         assert (r.status_code, r.json()["code"]) == (404, "declaration_not_found")
 
+    async def test_a_relatives_declaration_is_paid_at_level_3_only(self, world: PayWorld) -> None:
+        await bind(world)
+        decl_id = await world.declaration(BOB)
+        r = await open_me(world, decl_id, citizen(ALICE, "张三", level=2))
+        assert (r.status_code, r.json()["code"], r.json()["required_level"]) == (403, "realname_level_too_low", 3)
+        assert (await open_me(world, decl_id, HOLDER)).status_code == 201
+
     async def test_after_unbind(self, world: PayWorld) -> None:
         binding_id = await bind(world)
         decl_id = await world.declaration(BOB)

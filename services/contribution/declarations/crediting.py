@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.clock import Clock
 from services.common.enums import Category
 from services.common.pii import id_hash
-from services.common.principal import Principal, PrincipalKind
+from services.common.principal import Principal, PrincipalKind, RealnameLevelTooLow
 from services.contribution import family
 from services.contribution.agencies.service import authorization_in_force
 from services.contribution.declarations.claims import claim_periods
@@ -42,7 +42,11 @@ async def get_payable_declaration(
         if decl.person_key == id_hash(principal.id_number):
             return decl
         if await family.may_pay_for_relative(session, principal, decl):
-            return decl  # a bound relative's declaration (paid_by family)
+            # A bound relative's declaration (paid_by family): at the level the family service itself asks for.
+            if (principal.realname_level or 0) < family.FAMILY_MIN_LEVEL:
+                raise RealnameLevelTooLow(params={"required_level": family.FAMILY_MIN_LEVEL,
+                                                  "level": principal.realname_level or 0})
+            return decl
         raise DeclarationNotFoundUnlessBound()
     elif kind == PrincipalKind.employer and decl.source in EMPLOYER_SOURCES:
         if principal.credit_code and decl.credit_code == principal.credit_code:
