@@ -136,7 +136,7 @@ def create_app(
     limits = RateLimits(settings.rate_limit_storage, settings.rate_limit_per_principal, settings.rate_limit_per_address)
     openapi = OpenApiSource(
         upstreams=replicas, http=upstream_http, now=now,
-        cache_seconds=settings.openapi_cache_seconds, fixed_file=settings.openapi_file, timeout=min(timeout, 5.0),
+        cache_seconds=settings.openapi_cache_seconds, fixed_file=settings.openapi_file, timeout=timeout,
         states=upstream.states if isinstance(upstream, LeanUpstream) else None,
     )
 

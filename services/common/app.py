@@ -166,6 +166,8 @@ def create_service_app(
                 tasks.append(asyncio.create_task(job(app, stop), name=getattr(job, "__name__", "job")))
         app.state.feed_consumers = feed_consumers
         app.state.nats_events = nats_events
+        # The document is built once, now, not on the gateway's first fetch (which has a deadline).
+        app.openapi()
         try:
             yield
         finally:

@@ -68,6 +68,8 @@ def replicated_stack(request: pytest.FixtureRequest) -> Iterator[ReplicatedStack
     for s in SERVICES:
         base[f"{s.upper()}_DATABASE_URL"] = databases[s]
         base[f"{s.upper()}_POLL_INTERVAL_SECONDS"] = "1"
+        # Eight processes on one PostgreSQL server beside the package's other stacks: at most 8 connections each.
+        base[f"{s.upper()}_DB_POOL_SIZE"] = "4"
         # Both replicas behind the gateway.
         base[f"GATEWAY_{s.upper()}_URL"] = f"http://127.0.0.1:{ports.of(s)},http://127.0.0.1:{second.of(s)}"
     base["GATEWAY_UPSTREAM_PROBE_SECONDS"] = "0.5"
