@@ -14,7 +14,7 @@ from services.common.db import DbSession
 from services.common.errors import wants_english
 from services.common.events import ReadModelRoute
 from services.common.identifiers import AsciiInt, Month, RegionCode, id_number_info
-from services.common.pagination import CursorQuery, Page, decode_cursor, encode_cursor
+from services.common.pagination import CursorQuery, Page
 from services.common.paths import CreditCodePath, IdPath
 from services.common.pii import id_hash
 from services.common.principal import Principal, PrincipalKind, check_own_unit, require
@@ -97,15 +97,8 @@ async def get_policy(
 @router.get("/policies/{region_code}/versions", response_model=Page[PolicyOut],
             summary="Every version of a region's policies, live and replaced (history)")
 async def policy_versions(session: DbSession, region_code: RegionPath, limit: Limit = 50, cursor: Cursor = None) -> Page[PolicyOut]:
-    rows = await policies.policy_history(session=session, region_code=region_code)
-    start = 0
-    key = decode_cursor(cursor)
-    if key:
-        ids = [p.id for p in rows]
-        start = ids.index(key[0]) + 1 if key[0] in ids else len(rows)
-    page = rows[start : start + limit]
-    nxt = encode_cursor([page[-1].id]) if start + limit < len(rows) and page else None
-    return Page[PolicyOut](items=[policies.policy_out(p) for p in page], next_cursor=nxt)
+    rows, nxt = await policies.policy_history(session=session, region_code=region_code, limit=limit, cursor=cursor)
+    return Page[PolicyOut](items=[policies.policy_out(p) for p in rows], next_cursor=nxt)
 
 
 @router.put("/policies/{region_code}/{effective_from:month}", response_model=PolicyOut, status_code=200,
