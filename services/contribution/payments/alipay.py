@@ -198,8 +198,22 @@ async def create_trade(
     return TradeCreated(trade_no=str(node["trade_no"]), out_trade_no=out_trade_no)
 
 
+class _TradeStatus:
+    """What an Alipay `trade_status` means for the payment."""
+
+    trade_status: str
+
+    @property
+    def paid(self) -> bool:
+        return self.trade_status in PAID_STATUSES
+
+    @property
+    def closed(self) -> bool:
+        return self.trade_status == CLOSED_STATUS
+
+
 @dataclass(frozen=True)
-class AlipayNotification:
+class AlipayNotification(_TradeStatus):
     """A verified trade notification."""
 
     notify_id: str
@@ -210,14 +224,6 @@ class AlipayNotification:
     trade_status: str
     total_amount: str
     fields: dict[str, str]
-
-    @property
-    def paid(self) -> bool:
-        return self.trade_status in PAID_STATUSES
-
-    @property
-    def closed(self) -> bool:
-        return self.trade_status == CLOSED_STATUS
 
 
 class NotificationRejected(Exception):
@@ -314,7 +320,7 @@ async def call(
 
 
 @dataclass(frozen=True)
-class TradeState:
+class TradeState(_TradeStatus):
     """What `alipay.trade.query` says of one order."""
 
     out_trade_no: str
@@ -322,14 +328,6 @@ class TradeState:
     trade_status: str  # WAIT_BUYER_PAY, TRADE_CLOSED, TRADE_SUCCESS, TRADE_FINISHED
     total_amount: str
     send_pay_date: str | None
-
-    @property
-    def paid(self) -> bool:
-        return self.trade_status in PAID_STATUSES
-
-    @property
-    def closed(self) -> bool:
-        return self.trade_status == CLOSED_STATUS
 
 
 async def query_trade(

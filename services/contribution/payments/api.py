@@ -51,6 +51,21 @@ def _wechat_fail(reason: str) -> dict[str, Any]:
     return {"application/json": {"schema": _WECHAT_FAIL_SCHEMA, "example": {"code": "FAIL", "message": reason}}}
 
 
+def wechat_notify_responses(unknown: str) -> dict[int | str, dict[str, Any]]:
+    """The documented answers of a WeChat Pay notification route; `unknown` names what it may not find."""
+    return {400: {"description": '{"code": "FAIL", "message": ...}: not ours, amount mismatch, not decrypted',
+                  "content": _wechat_fail("amount_mismatch")},
+            401: {"description": "signature not verified", "content": _wechat_fail("signature")},
+            404: {"description": f"unknown {unknown}", "content": _wechat_fail(f"unknown_{unknown}")}}
+
+
+def wechat_answer(status: int, reason: str | None) -> Response:
+    """What WeChat Pay is answered: 204 when handled, else its own failure shape."""
+    if status == 204:
+        return Response(status_code=204)
+    return JSONResponse({"code": "FAIL", "message": reason or "failed"}, status_code=status)
+
+
 
 
 async def _body(request: Request) -> bytes:
@@ -125,19 +140,14 @@ async def notify_alipay(request: Request, session: DbSession, clock: ClockDep) -
 @router.post(
     "/notify/wechatpay", status_code=204,
     summary="WeChat Pay notification (signed, encrypted JSON); 204 when handled",
-    responses={400: {"description": '{"code": "FAIL", "message": ...}: not ours, amount mismatch, not decrypted',
-                     "content": _wechat_fail("amount_mismatch")},
-               401: {"description": "signature not verified", "content": _wechat_fail("signature")},
-               404: {"description": "unknown order", "content": _wechat_fail("unknown_order")}},
+    responses=wechat_notify_responses("order"),
 )
 async def notify_wechatpay(request: Request, session: DbSession, clock: ClockDep) -> Response:
     status, reason = await notifications.handle_wechat_notification(
         session=session, platforms=platforms_of(request.app), headers=request.headers, body=await _body(request),
         now=clock.now(),
     )
-    if status == 204:
-        return Response(status_code=204)
-    return JSONResponse({"code": "FAIL", "message": reason or "failed"}, status_code=status)
+    return wechat_answer(status, reason)
 
 
 @router.get(

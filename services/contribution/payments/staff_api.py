@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from services.common.clock import ClockDep
 from services.common.db import DbSession
@@ -15,7 +15,12 @@ from services.common.paths import IdPath
 from services.common.principal import Principal, require
 from services.common.routing import ServiceRoute
 from services.contribution.payments import reconciliation, refunds
-from services.contribution.payments.api import _IDEMPOTENCY_REQUIRED, _body, _wechat_fail
+from services.contribution.payments.api import (
+    _IDEMPOTENCY_REQUIRED,
+    _body,
+    wechat_answer,
+    wechat_notify_responses,
+)
 from services.contribution.payments.models import PaymentChannel, ReconciliationOutcome
 from services.contribution.payments.platforms import platforms_of
 from services.contribution.payments.schemas import (
@@ -60,19 +65,14 @@ async def refund_payment(
 @router.post(
     "/notify/wechatpay/refunds", status_code=204,
     summary="WeChat Pay refund notification (signed, encrypted JSON); 204 when handled",
-    responses={400: {"description": '{"code": "FAIL", "message": ...}: not ours, amount mismatch, not decrypted',
-                     "content": _wechat_fail("amount_mismatch")},
-               401: {"description": "signature not verified", "content": _wechat_fail("signature")},
-               404: {"description": "unknown refund", "content": _wechat_fail("unknown_refund")}},
+    responses=wechat_notify_responses("refund"),
 )
 async def notify_wechatpay_refund(request: Request, session: DbSession, clock: ClockDep) -> Response:
     status, reason = await refunds.handle_wechat_refund_notification(
         session=session, platforms=platforms_of(request.app), headers=request.headers, body=await _body(request),
         now=clock.now(),
     )
-    if status == 204:
-        return Response(status_code=204)
-    return JSONResponse({"code": "FAIL", "message": reason or "failed"}, status_code=status)
+    return wechat_answer(status, reason)
 
 
 _RECON_PROBLEMS: dict[int | str, dict[str, Any]] = {

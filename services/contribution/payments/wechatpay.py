@@ -215,8 +215,25 @@ class Transaction:
         return self.trade_state in ("CLOSED", "REVOKED", "PAYERROR")
 
 
-def parse_notification(config: WechatPayConfig, *, headers: Mapping[str, str], body: bytes, now: int) -> Transaction:
-    """Verify, decrypt and read a payment notification, or raise NotificationRejected."""
+# Refusals that say the sender is not WeChat Pay (answered 401; the others 400).
+UNVERIFIED_REASONS = frozenset({"unsigned", "timestamp", "stale", "unknown_serial", "signature"})
+
+
+def rejection_status(reason: str) -> int:
+    """The status a refused notification is answered with."""
+    return 401 if reason in UNVERIFIED_REASONS else 400
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The `Wechatpay-*` headers of a notification, as its record keeps them."""
+    return {k: v[:512] for k, v in headers.items() if k.lower().startswith("wechatpay-")}
+
+
+def _open_notification(
+    config: WechatPayConfig, *, headers: Mapping[str, str], body: bytes, now: int,
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Verify a notification's signature and decrypt its resource: (serial, envelope, resource);
+    NotificationRejected otherwise."""
     if len(body) > MAX_NOTIFICATION_BYTES:
         raise NotificationRejected("too_large")
     serial = verify_signed_message(
@@ -228,7 +245,12 @@ def parse_notification(config: WechatPayConfig, *, headers: Mapping[str, str], b
         raise NotificationRejected("json") from exc
     if not isinstance(envelope, dict) or not isinstance(envelope.get("resource"), dict):
         raise NotificationRejected("resource")
-    data = decrypt_resource(envelope["resource"], config.apiv3_key)
+    return serial, envelope, decrypt_resource(envelope["resource"], config.apiv3_key)
+
+
+def parse_notification(config: WechatPayConfig, *, headers: Mapping[str, str], body: bytes, now: int) -> Transaction:
+    """Verify, decrypt and read a payment notification, or raise NotificationRejected."""
+    serial, envelope, data = _open_notification(config, headers=headers, body=body, now=now)
     amount = data.get("amount")
     total = amount.get("total") if isinstance(amount, dict) else None
     out_trade_no, trade_state = data.get("out_trade_no"), data.get("trade_state")
@@ -495,18 +517,7 @@ class RefundNotice:
 
 def parse_refund_notification(config: WechatPayConfig, *, headers: Mapping[str, str], body: bytes, now: int) -> RefundNotice:
     """Verify, decrypt and read a refund notification, or raise NotificationRejected."""
-    if len(body) > MAX_NOTIFICATION_BYTES:
-        raise NotificationRejected("too_large")
-    verify_signed_message(
-        headers=headers, body=body, platform_keys=config.platform_keys, now=now, tolerance=config.tolerance_seconds
-    )
-    try:
-        envelope = json.loads(body)
-    except ValueError as exc:
-        raise NotificationRejected("json") from exc
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("resource"), dict):
-        raise NotificationRejected("resource")
-    data = decrypt_resource(envelope["resource"], config.apiv3_key)
+    _serial, envelope, data = _open_notification(config, headers=headers, body=body, now=now)
     state = _refund_state(data, "refund_status")
     out_trade_no = data.get("out_trade_no")
     if not state.out_refund_no or not isinstance(out_trade_no, str) or not state.status:
