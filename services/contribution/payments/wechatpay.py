@@ -291,38 +291,11 @@ async def jsapi_prepay(
     }
     if time_expire:
         payload["time_expire"] = time_expire
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    url = config.base_url.rstrip("/") + JSAPI_PATH
-    split = urlsplit(url)
-    path = split.path + (f"?{split.query}" if split.query else "")
-    auth = authorization(
-        method="POST", url_path=path, body=body, mchid=config.mchid, serial_no=config.merchant_serial,
-        key=config.merchant_key, timestamp=now,
-    )
-    try:
-        resp = await client.post(
-            url, content=body.encode(),
-            headers={"Authorization": auth, "Content-Type": "application/json", "Accept": "application/json"},
-        )
-    except httpx.HTTPError as exc:
-        raise WechatPayError(f"WeChat Pay unreachable: {type(exc).__name__}") from exc
-    try:
-        verify_signed_message(
-            headers=resp.headers, body=resp.content, platform_keys=config.platform_keys, now=now,
-            tolerance=config.tolerance_seconds,
-        )
-    except NotificationRejected as exc:
-        raise WechatPayError(f"WeChat Pay answer not verified: {exc.reason}") from exc
-    if resp.status_code != 200:
-        try:
-            code = resp.json().get("code")
-        except ValueError:
-            code = None
-        raise WechatPayError(f"WeChat Pay refused: HTTP {resp.status_code} {code or ''}".strip())
-    try:
-        prepay_id = resp.json().get("prepay_id")
-    except ValueError as exc:
-        raise WechatPayError("WeChat Pay answer is not JSON") from exc
+    status, data = await api(config, client, "POST", JSAPI_PATH, now=now, payload=payload)
+    if status != 200:
+        code = data.get("code") if data else None
+        raise WechatPayError(f"WeChat Pay refused: HTTP {status} {code or ''}".strip())
+    prepay_id = data.get("prepay_id") if data else None
     if not isinstance(prepay_id, str) or not prepay_id:
         raise WechatPayError("WeChat Pay answer has no prepay_id")
     return prepay_id
