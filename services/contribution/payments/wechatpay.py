@@ -653,10 +653,8 @@ def read_certificates(body: bytes, apiv3_key: bytes) -> list[PlatformCertificate
 async def fetch_certificates(config: WechatPayConfig, client: httpx.AsyncClient, *, now: int) -> list[PlatformCertificate]:
     """`GET /v3/certificates` (signed); the answer verified with a key already known; the certificates decrypted."""
     url = config.base_url.rstrip("/") + CERTIFICATES_PATH
-    split = urlsplit(url)
-    path = split.path + (f"?{split.query}" if split.query else "")
     auth = authorization(
-        method="GET", url_path=path, body="", mchid=config.mchid, serial_no=config.merchant_serial,
+        method="GET", url_path=_path_of(url), body="", mchid=config.mchid, serial_no=config.merchant_serial,
         key=config.merchant_key, timestamp=now,
     )
     try:
