@@ -57,7 +57,7 @@ from services.contribution.payments.models import (
     RefundStatus,
 )
 from services.contribution.payments.money import AmountInvalid, yuan_to_fen
-from services.contribution.payments.platforms import PaymentPlatforms, platforms_of
+from services.contribution.payments.platforms import PaymentPlatforms, interval_of, platforms_of
 from services.contribution.payments.queries import PLATFORM_ERRORS, apply_view, look_up
 
 log = logging.getLogger("socialsec.contribution.payments")
@@ -418,7 +418,5 @@ async def reconcile_yesterday_once(app: FastAPI) -> int:
 
 async def daily_reconciliation(app: FastAPI, stop: asyncio.Event) -> None:
     """Runs until stopped: yesterday's bills reconciled once they are published."""
-    def interval(a: Any) -> float:
-        return float(platforms_of(a).settings.reconciliation_interval_seconds)
-
+    interval = interval_of(lambda s: s.reconciliation_interval_seconds)
     await periodic("reconciling yesterday's bills", reconcile_yesterday_once, interval)(app, stop)

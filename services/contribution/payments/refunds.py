@@ -53,7 +53,7 @@ from services.contribution.payments.models import (
     RefundStatus,
 )
 from services.contribution.payments.money import yuan_to_fen
-from services.contribution.payments.platforms import PaymentPlatforms, platforms_of
+from services.contribution.payments.platforms import PaymentPlatforms, interval_of, platforms_of
 from services.contribution.payments.schemas import RefundOut
 
 log = logging.getLogger("socialsec.contribution.payments")
@@ -387,9 +387,7 @@ async def retry_refunds_once(app: FastAPI) -> int:
 
 async def refund_retrier(app: FastAPI, stop: asyncio.Event) -> None:
     """Runs until stopped: settles refunds left processing (crash, platform away, notification lost)."""
-    def interval(a: Any) -> float:
-        return float(platforms_of(a).settings.refund_interval_seconds)
-
+    interval = interval_of(lambda s: s.refund_interval_seconds)
     await periodic("settling refunds", retry_refunds_once, interval)(app, stop)
 
 
