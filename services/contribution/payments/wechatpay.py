@@ -312,11 +312,11 @@ def _path_of(url: str) -> str:
     return split.path + (f"?{split.query}" if split.query else "")
 
 
-async def api(
+async def _send(
     config: WechatPayConfig, client: httpx.AsyncClient, method: str, path: str, *, now: int,
     payload: Mapping[str, Any] | None = None,
-) -> tuple[int, dict[str, Any] | None]:
-    """One signed API v3 call; the platform's answer verified: (HTTP status, JSON body or None for 204)."""
+) -> httpx.Response:
+    """Sign and send one API v3 request; the answer is not verified yet."""
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")) if payload is not None else ""
     url = config.base_url.rstrip("/") + path
     auth = authorization(
@@ -327,9 +327,17 @@ async def api(
     if payload is not None:
         headers["Content-Type"] = "application/json"
     try:
-        resp = await client.request(method, url, content=body.encode() if payload is not None else None, headers=headers)
+        return await client.request(method, url, content=body.encode() if payload is not None else None, headers=headers)
     except httpx.HTTPError as exc:
         raise WechatPayError(f"WeChat Pay unreachable: {type(exc).__name__}") from exc
+
+
+async def api(
+    config: WechatPayConfig, client: httpx.AsyncClient, method: str, path: str, *, now: int,
+    payload: Mapping[str, Any] | None = None,
+) -> tuple[int, dict[str, Any] | None]:
+    """One signed API v3 call; the platform's answer verified: (HTTP status, JSON body or None for 204)."""
+    resp = await _send(config, client, method, path, now=now, payload=payload)
     try:
         verify_signed_message(
             headers=resp.headers, body=resp.content, platform_keys=config.platform_keys, now=now,
@@ -652,15 +660,7 @@ def read_certificates(body: bytes, apiv3_key: bytes) -> list[PlatformCertificate
 
 async def fetch_certificates(config: WechatPayConfig, client: httpx.AsyncClient, *, now: int) -> list[PlatformCertificate]:
     """`GET /v3/certificates` (signed); the answer verified with a key already known; the certificates decrypted."""
-    url = config.base_url.rstrip("/") + CERTIFICATES_PATH
-    auth = authorization(
-        method="GET", url_path=_path_of(url), body="", mchid=config.mchid, serial_no=config.merchant_serial,
-        key=config.merchant_key, timestamp=now,
-    )
-    try:
-        resp = await client.get(url, headers={"Authorization": auth, "Accept": "application/json"})
-    except httpx.HTTPError as exc:
-        raise WechatPayError(f"WeChat Pay unreachable: {type(exc).__name__}") from exc
+    resp = await _send(config, client, "GET", CERTIFICATES_PATH, now=now)
     try:
         verify_signed_message(
             headers=resp.headers, body=resp.content, platform_keys=config.platform_keys, now=now,
