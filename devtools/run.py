@@ -73,6 +73,7 @@ def stack_env(var_dir: Path, ports: Ports, host: str = "127.0.0.1", base: dict[s
     # Event feeds: each consumer polls the producers it subscribes to.
     env.setdefault("CONTRIBUTION_REGISTRATION_URL", url["registration"])
     env.setdefault("CONTRIBUTION_REVIEW_URL", url["review"])
+    env.setdefault("CONTRIBUTION_CARD_URL", url["card"])
     env.setdefault("CARD_REGISTRATION_URL", url["registration"])
     env.setdefault("REVIEW_REGISTRATION_URL", url["registration"])
     env.setdefault("REVIEW_CONTRIBUTION_URL", url["contribution"])

@@ -33,6 +33,7 @@ point at the local sandbox and the keys are the development ones under
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import logging
 import time
@@ -52,7 +53,8 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, field_validator
+from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import JSON, Integer, String, select, update
 from sqlalchemy.exc import IntegrityError
@@ -341,6 +343,13 @@ def reminder_router(
     citizen = require("citizen", min_level=1)
     listed = "; ".join(f"`{k}`: {v}" for k, v in kinds.items())
 
+    # The document lists this service's kinds; another kind is still refused as `reminder_kind_unknown`.
+    enum: JsonDict = {"enum": list(sorted(kinds))}
+    ServiceReminderIn = create_model(
+        f"{tag.capitalize()}ReminderIn", __base__=ReminderIn,
+        kind=(str, Field(min_length=1, max_length=40, description="The reminder kind", json_schema_extra=enum)),
+    )
+
     def out(row: Any, send_row: Any | None) -> ReminderOut:
         return ReminderOut(
             id=row.id, kind=row.kind, platform=row.platform, status=row.status, created_at=aware(row.created_at),
@@ -349,16 +358,6 @@ def reminder_router(
             send_status=send_row.status if send_row is not None else None,
         )
 
-    @router.post(
-        "/me/reminders", status_code=201, response_model=ReminderOut,
-        responses={
-            200: {"description": "already subscribed: the active subscription", "model": ReminderOut},
-            409: {"description": "reminder_platform_unsupported"},
-            422: {"description": "reminder_kind_unknown"},
-        },
-        summary="Subscribe to a reminder (after accepting the platform's subscription prompt)",
-        description=f"A one-time subscription: the message is sent once, when due. Kinds: {listed}.",
-    )
     async def subscribe(
         request: Request, session: DbSession, body: ReminderIn, principal: Principal = Depends(citizen),
     ) -> Any:
@@ -386,6 +385,23 @@ def reminder_router(
             existing = (await session.execute(select(reminder).where(reminder.active_key == key))).scalar_one()
             return JSONResponse(out(existing, None).model_dump(mode="json"), status_code=200)
         return JSONResponse(out(row, None).model_dump(mode="json"), status_code=201)
+
+    # FastAPI reads the body model from the signature: this service's model, with its kinds listed.
+    signature = inspect.signature(subscribe)
+    subscribe.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p.replace(annotation=ServiceReminderIn) if p.name == "body" else p
+                    for p in signature.parameters.values()],
+    )
+    router.post(
+        "/me/reminders", status_code=201, response_model=ReminderOut,
+        responses={
+            200: {"description": "already subscribed: the active subscription", "model": ReminderOut},
+            409: {"description": "reminder_platform_unsupported"},
+            422: {"description": "reminder_kind_unknown"},
+        },
+        summary="Subscribe to a reminder (after accepting the platform's subscription prompt)",
+        description=f"A one-time subscription: the message is sent once, when due. Kinds: {listed}.",
+    )(subscribe)
 
     @router.get("/me/reminders", response_model=ReminderPage, summary="My reminder subscriptions (the newest 100)")
     async def my_reminders(session: DbSession, principal: Principal = Depends(citizen)) -> ReminderPage:

@@ -23,6 +23,7 @@ class PaidBy(StrEnum):
     employer = "employer"
     self = "self"
     agency = "agency"
+    family = "family"  # a bound relative (card's family service) paid a person's declaration
 
 
 class FamilyRelation(StrEnum):

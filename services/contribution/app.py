@@ -10,6 +10,8 @@ from services.common.jobs import periodic
 from services.common.settings import CommonSettings
 from services.contribution.api import router
 from services.contribution.declarations.lifecycle import expire_due_declarations
+from services.contribution.family import CARD_HANDLERS
+from services.contribution.family import router as family_router
 from services.contribution.payments.api import router as payments_router
 from services.contribution.payments.jobs import payment_closer, wechatpay_certificates
 from services.contribution.payments.queries import payment_querier
@@ -46,8 +48,9 @@ def create_app(settings: Settings | None = None, common: CommonSettings | None =
         clock=clock,
         title="Contribution service",
         description="Policies, quotes, declarations, payments, records and certificates.",
-        routers=[router, payments_router, money_back_router, webhooks_router, reminders_router],
-        consumers={"registration": REGISTRATION_HANDLERS, "review": REVIEW_HANDLERS},
+        routers=[router, payments_router, money_back_router, webhooks_router, reminders_router,
+                 family_router],
+        consumers={"registration": REGISTRATION_HANDLERS, "review": REVIEW_HANDLERS, "card": CARD_HANDLERS},
         background_jobs=[expire_declarations_job, payment_closer, payment_querier, refund_retrier, daily_reconciliation,
                          webhook_fan_out, webhook_sender, reminder_due, reminder_sending, wechatpay_certificates],
     )

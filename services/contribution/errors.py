@@ -172,3 +172,18 @@ class PaymentInProgress(DomainError):
     code = "payment_in_progress"
     title_zh = "该申报有正在进行的支付，请完成或等待其关闭后再撤销"
     title_en = "A payment of this declaration is in progress"
+
+
+class DeclarationNotFoundUnlessBound(DeclarationNotFound):
+    """Someone else's declaration: 404 `declaration_not_found` as before, after catching up on card's
+    family bindings (the caller may have just been bound to the declaration's owner)."""
+
+    read_model = "card"
+
+
+class FamilyBindingNotFound(DomainError):
+    status = 404
+    code = "family_binding_not_found"
+    title_zh = "未找到该亲情绑定"
+    title_en = "Family binding not found"
+    read_model = "card"

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     ForeignKey,
     Index,
@@ -281,3 +282,20 @@ class AgencyAuthorization(Base):
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class FamilyBinding(Base):
+    """A family binding as card publishes it: while active, the holder may pay the relative's declarations.
+
+    A binding that ended stays ended: an unbound event seen before its bound event is recorded too.
+    """
+
+    __tablename__ = "family_bindings"
+    __table_args__ = (Index("ix_family_bindings_pair", "holder_id_hash", "relative_id_hash", "active"),)
+
+    binding_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    holder_id_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    relative_id_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    bound_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    unbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

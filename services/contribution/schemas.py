@@ -239,6 +239,7 @@ class PaymentSummary(BaseModel):
     channel: str
     status: str
     certificate_code: str | None = None
+    paid_by: PaidBy | None = None  # `family`: opened by a bound relative
     refunds: list[RefundSummary] = Field(default_factory=list)
 
 

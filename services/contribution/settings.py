@@ -22,6 +22,7 @@ class Settings(ServiceSettings):
     # Producers this service consumes (feeds at <url>/internal/v1/events).
     registration_url: str | None = None
     review_url: str | None = None
+    card_url: str | None = None  # family bindings (a citizen pays a bound relative's declarations)
     # An unpaid declaration (draft or awaiting payment) expires after this many minutes.
     declaration_ttl_minutes: int = Field(default=1440, gt=0, le=60 * 24 * 90)
     # How often the expiry job looks for unpaid declarations past their time.
@@ -94,5 +95,5 @@ class Settings(ServiceSettings):
 
     def producer_urls(self) -> dict[str, str]:
         """The producers consumed (the payment platforms' URLs are not event feeds)."""
-        found = {"registration": self.registration_url, "review": self.review_url}
+        found = {"registration": self.registration_url, "review": self.review_url, "card": self.card_url}
         return {name: url for name, url in found.items() if url}

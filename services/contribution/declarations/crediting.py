@@ -10,12 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.clock import Clock
 from services.common.enums import Category
 from services.common.pii import id_hash
-from services.common.principal import Principal, PrincipalKind
+from services.common.principal import Principal, PrincipalKind, RealnameLevelTooLow
+from services.contribution import family
 from services.contribution.agencies.service import authorization_in_force
 from services.contribution.declarations.claims import claim_periods
 from services.contribution.declarations.reading import EMPLOYER_SOURCES, PERSON_SOURCES, lines_of
 from services.contribution.enums import LinePayer, PaidBy
-from services.contribution.errors import DeclarationAlreadyPaid, DeclarationNotFound, DeclarationStateConflict
+from services.contribution.errors import (
+    DeclarationAlreadyPaid,
+    DeclarationNotFound,
+    DeclarationNotFoundUnlessBound,
+    DeclarationStateConflict,
+)
 from services.contribution.events import DECLARATION_PAID, OUTBOX, DeclarationPaid
 from services.contribution.models import ContributionRecord, Declaration, DeclarationSource, DeclarationStatus
 
@@ -23,7 +29,8 @@ from services.contribution.models import ContributionRecord, Declaration, Declar
 async def get_payable_declaration(
     *, session: AsyncSession, declaration_id: str, principal: Principal, today: date | None = None
 ) -> Declaration:
-    """The declaration if the caller may pay it (the person, the employer, an authorized agency); else 404.
+    """The declaration if the caller may pay it (the person, a relative bound to them, the employer, an authorized
+    agency); else 404.
 
     The status is not checked here: the caller decides what each status allows.
     """
@@ -34,6 +41,13 @@ async def get_payable_declaration(
     if kind == PrincipalKind.citizen and principal.id_number and decl.source in PERSON_SOURCES:
         if decl.person_key == id_hash(principal.id_number):
             return decl
+        if await family.may_pay_for_relative(session, principal, decl):
+            # A bound relative's declaration (paid_by family): at the level the family service itself asks for.
+            if (principal.realname_level or 0) < family.FAMILY_MIN_LEVEL:
+                raise RealnameLevelTooLow(params={"required_level": family.FAMILY_MIN_LEVEL,
+                                                  "level": principal.realname_level or 0})
+            return decl
+        raise DeclarationNotFoundUnlessBound()
     elif kind == PrincipalKind.employer and decl.source in EMPLOYER_SOURCES:
         if principal.credit_code and decl.credit_code == principal.credit_code:
             return decl

@@ -55,7 +55,7 @@ async def _apply(session: AsyncSession, payment: Payment, *, paid_at: datetime, 
         async with session.begin_nested():
             decl = await mark_declaration_paid(
                 session=session, declaration_id=payment.declaration_id, payment_id=payment.id, channel=payment.channel,
-                paid_at=paid_at,
+                paid_at=paid_at, paid_by=payment.paid_by,
             )
     except (DeclarationAlreadyPaid, DeclarationStateConflict, DeclarationNotFound, MonthAlreadyDeclared) as exc:
         await session.execute(

@@ -80,6 +80,8 @@ class Payment(Base):
     next_query_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Reserved by refunds not failed (payments.refunds); never above the amount taken.
     refunded_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    # Who pays: NULL for the declaration's own payer, `family` for a bound relative (contribution.family).
+    paid_by: Mapped[str | None] = mapped_column(String(20))
 
 
 class PaymentNotification(Base):

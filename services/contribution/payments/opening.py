@@ -17,7 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.clock import SHANGHAI, Clock, aware
 from services.common.pii import mask_id_number
 from services.common.principal import Principal, PrincipalKind
+from services.contribution import family
 from services.contribution.declarations.crediting import get_payable_declaration
+from services.contribution.enums import PaidBy
 from services.contribution.errors import DeclarationAlreadyPaid, DeclarationStateConflict
 from services.contribution.models import Declaration, DeclarationStatus, KnownPerson
 from services.contribution.payments import alipay, wechatpay
@@ -64,8 +66,8 @@ def _subject(decl: Declaration) -> str:
 
 
 async def _holder(session: AsyncSession, principal: Principal, decl: Declaration) -> tuple[str | None, str | None]:
-    """Who the certificate will name: the person paying, the unit, or the person an agency pays for."""
-    if principal.kind == PrincipalKind.citizen:
+    """Who the certificate will name: the person paying, the unit, or the person an agency or a relative pays for."""
+    if principal.kind == PrincipalKind.citizen and not family.pays_for_relative(principal, decl):
         return principal.name, mask_id_number(principal.id_number)
     if principal.kind == PrincipalKind.employer:
         return principal.unit_name, decl.credit_code
@@ -91,6 +93,7 @@ def payment_answer(platforms: PaymentPlatforms, payment: Payment, now: datetime)
         id=payment.id, declaration_id=payment.declaration_id, channel=PaymentChannel(payment.channel),
         status=PaymentStatus(payment.status), amount_fen=payment.amount_fen, out_trade_no=payment.out_trade_no,
         opened_at=aware(payment.opened_at), closes_at=aware(payment.closes_at),
+        paid_by=PaidBy(payment.paid_by) if payment.paid_by else None,
     )
     if payment.channel == PaymentChannel.alipay:
         out.trade_no = payment.platform_trade_no
@@ -115,7 +118,8 @@ class _Opening:
 
 
 async def _reuse_or_refuse(
-    session: AsyncSession, platforms: PaymentPlatforms, existing: Payment, channel: PaymentChannel, now: datetime
+    session: AsyncSession, platforms: PaymentPlatforms, existing: Payment, channel: PaymentChannel, now: datetime,
+    paid_by: str | None = None, payer_ref: str | None = None,
 ) -> _Opening | None:
     """An open payment on the same channel is answered again (once the platform has answered it); on another
     channel the caller must wait. None when the payment was closed (past its time, or left by a crash)."""
@@ -124,7 +128,9 @@ async def _reuse_or_refuse(
     ):
         await close_payment(session, existing.id, now)
         return None
-    if existing.channel == channel:
+    # A relative's payment is answered again only to the relative who opened it (the person's own stay shared).
+    same_payer = existing.paid_by == paid_by and (paid_by is None or existing.payer_ref == payer_ref)
+    if existing.channel == channel and same_payer:
         if is_pending(existing):
             return _Opening(wait_for=existing.id)
         return _Opening(answer=payment_answer(platforms, existing, now))
@@ -194,9 +200,10 @@ async def _first_step(
     if decl.total_fen <= 0:
         raise NothingToPay()
     _check_channel(principal, channel)
+    paid_by = str(PaidBy.family) if family.pays_for_relative(principal, decl) else None
     existing = await open_payment_of(session, decl.id)
     if existing is not None:
-        found = await _reuse_or_refuse(session, platforms, existing, channel, now)
+        found = await _reuse_or_refuse(session, platforms, existing, channel, now, paid_by, principal.sub[:128])
         if found is not None:
             return found
     timeout = timedelta(minutes=platforms.settings.payment_timeout_minutes)
@@ -207,7 +214,7 @@ async def _first_step(
         id=str(uuid.uuid4()), declaration_id=decl.id, open_declaration_id=decl.id, channel=str(channel),
         out_trade_no=new_out_trade_no(now), amount_fen=decl.total_fen, status=PaymentStatus.open,
         subject=_subject(decl), payer_ref=principal.sub[:128], opened_by=principal.actor_id, opened_at=now,
-        closes_at=now + timeout, holder_name=name, holder_id_masked=id_masked,
+        closes_at=now + timeout, holder_name=name, holder_id_masked=id_masked, paid_by=paid_by,
     )
     try:
         async with session.begin_nested():
@@ -218,7 +225,7 @@ async def _first_step(
         existing = await open_payment_of(session, decl.id)
         if existing is None:
             raise
-        found = await _reuse_or_refuse(session, platforms, existing, channel, now)
+        found = await _reuse_or_refuse(session, platforms, existing, channel, now, paid_by, principal.sub[:128])
         if found is None:
             raise PaymentAlreadyOpen(params={"payment_id": existing.id}) from None
         return found

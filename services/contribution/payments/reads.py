@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.clock import aware
 from services.common.pagination import keyset_page
+from services.contribution.enums import PaidBy
 from services.contribution.payments.models import Payment, PaymentChannel, PaymentStatus
 from services.contribution.payments.refund_views import refund_summaries
 from services.contribution.payments.schemas import PaymentRecord
@@ -27,7 +28,7 @@ async def payment_summaries(session: AsyncSession, declaration_ids: list[str]) -
     for p in rows:
         out.setdefault(p.declaration_id, []).append(
             PaymentSummary(id=p.id, channel=p.channel, status=p.status, certificate_code=p.certificate_code,
-                           refunds=refunds.get(p.id, []))
+                           paid_by=PaidBy(p.paid_by) if p.paid_by else None, refunds=refunds.get(p.id, []))
         )
     return out
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.pagination import Page
 from services.common.regions import RegionNamed
+from services.contribution.enums import PaidBy
 from services.contribution.payments.models import (
     PaymentChannel,
     PaymentStatus,
@@ -39,6 +40,7 @@ class PaymentOut(BaseModel):
     out_trade_no: str
     opened_at: datetime
     closes_at: datetime
+    paid_by: PaidBy | None = None  # `family`: a bound relative's declaration; absent for one's own
     trade_no: str | None = None
     appId: str | None = None
     timeStamp: str | None = None
