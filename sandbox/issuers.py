@@ -102,14 +102,14 @@ def public_jwk(private_pem: bytes | str) -> dict[str, Any]:
     data = private_pem.encode() if isinstance(private_pem, str) else private_pem
     key = serialization.load_pem_private_key(data, password=None)
     if isinstance(key, rsa.RSAPrivateKey):
-        numbers = key.public_key().public_numbers()
-        members = {"e": _int_b64u(numbers.e), "kty": "RSA", "n": _int_b64u(numbers.n)}
+        rsa_numbers = key.public_key().public_numbers()
+        members = {"e": _int_b64u(rsa_numbers.e), "kty": "RSA", "n": _int_b64u(rsa_numbers.n)}
         alg = "RS256"
     elif isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
-        numbers = key.public_key().public_numbers()
+        ec_numbers = key.public_key().public_numbers()
         members = {
             "crv": "P-256", "kty": "EC",
-            "x": _b64u(numbers.x.to_bytes(32, "big")), "y": _b64u(numbers.y.to_bytes(32, "big")),
+            "x": _b64u(ec_numbers.x.to_bytes(32, "big")), "y": _b64u(ec_numbers.y.to_bytes(32, "big")),
         }
         alg = "ES256"
     else:

@@ -167,6 +167,11 @@ def _wechat_error(code: int, message: str) -> JSONResponse:
     return JSONResponse({"errcode": code, "errmsg": message})
 
 
+def _text(value: object) -> str | None:
+    """A JSON member that must be a string (anything else counts as absent)."""
+    return value if isinstance(value, str) else None
+
+
 def _credential_check(st: SandboxMessages, grant_type: str | None, appid: str | None, secret: str | None) -> JSONResponse | None:
     if grant_type != "client_credential":
         return _wechat_error(40002, "invalid grant_type")
@@ -197,10 +202,10 @@ async def wechat_stable_token(request: Request) -> Response:
         assert isinstance(body, dict)
     except (ValueError, AssertionError):
         return _wechat_error(40001, "invalid request body")
-    appid = body.get("appid")
-    refused = _credential_check(st, body.get("grant_type"), appid, body.get("secret"))
-    if refused is not None:
-        return refused
+    appid, grant_type, secret = (_text(body.get(k)) for k in ("appid", "grant_type", "secret"))
+    refused = _credential_check(st, grant_type, appid, secret)
+    if refused is not None or appid is None:
+        return refused or _wechat_error(40013, "invalid appid")
     current = st.stable.get(appid)
     if current is None or body.get("force_refresh") is True or st.token_app(current) is None:
         answer = st.issue_token(appid)

@@ -376,14 +376,13 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "notify_url"}
 
 
-@router.post("/sandbox/wechatpay/v3/pay/transactions/jsapi", summary="WeChat Pay API v3 JSAPI prepay")
-async def wechat_jsapi(request: Request) -> Response:
-    st = state(request)
-    body = await request.body()
+def wechat_authorization(st: SandboxPayments, request: Request, body: bytes) -> dict[str, str] | str:
+    """The merchant's authorization fields when its signature over the request verifies, else
+    what is wrong with it (the message of the 401 SIGN_ERROR answer)."""
     try:
         auth = _parse_wechat_authorization(request.headers.get("authorization", ""))
     except ValueError:
-        return st.wechat_error(401, "SIGN_ERROR", "Authorization 格式错误")
+        return "Authorization 格式错误"
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     message = f"{request.method}\n{path}\n{auth.get('timestamp')}\n{auth.get('nonce_str')}\n".encode() + body + b"\n"
     ts = auth.get("timestamp", "")
@@ -391,7 +390,17 @@ async def wechat_jsapi(request: Request) -> Response:
         not ascii_digits(ts) or abs(int(ts) - st.now()) > 300
         or not _verify(st._key("wechatpay-merchant.pub.pem"), message, auth.get("signature", ""))
     ):
-        return st.wechat_error(401, "SIGN_ERROR", "签名错误")
+        return "签名错误"
+    return auth
+
+
+@router.post("/sandbox/wechatpay/v3/pay/transactions/jsapi", summary="WeChat Pay API v3 JSAPI prepay")
+async def wechat_jsapi(request: Request) -> Response:
+    st = state(request)
+    body = await request.body()
+    auth = wechat_authorization(st, request, body)
+    if isinstance(auth, str):
+        return st.wechat_error(401, "SIGN_ERROR", auth)
     try:
         data = json.loads(body)
         mchid, appid, out_trade_no = data["mchid"], data["appid"], data["out_trade_no"]

@@ -36,11 +36,9 @@ from sandbox.payments import (
     CST,
     SandboxPayments,
     _alipay_refusal,
-    _parse_wechat_authorization,
-    _verify,
     state,
+    wechat_authorization,
 )
-from services.common.identifiers import ascii_digits
 
 router = APIRouter(tags=["sandbox payments"])
 
@@ -174,19 +172,8 @@ ALIPAY_METHODS.update({
 async def verified_wechat_request(st: SandboxPayments, request: Request) -> tuple[dict[str, str] | None, bytes]:
     """The merchant's authorization fields when its signature over the request verifies, else None."""
     body = await request.body()
-    try:
-        auth = _parse_wechat_authorization(request.headers.get("authorization", ""))
-    except ValueError:
-        return None, body
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    message = f"{request.method}\n{path}\n{auth.get('timestamp')}\n{auth.get('nonce_str')}\n".encode() + body + b"\n"
-    ts = auth.get("timestamp", "")
-    if (
-        not ascii_digits(ts) or abs(int(ts) - st.now()) > 300
-        or not _verify(st._key("wechatpay-merchant.pub.pem"), message, auth.get("signature", ""))
-    ):
-        return None, body
-    return auth, body
+    auth = wechat_authorization(st, request, body)
+    return (None if isinstance(auth, str) else auth), body
 
 
 def _order_answer(order: dict[str, Any]) -> dict[str, Any]:

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from fastapi import Request, Response
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
 from sqlalchemy import delete, event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -232,26 +228,3 @@ async def forget_committed_claim(request: Request) -> None:
             delete(IdempotencyKey).where(IdempotencyKey.id == claim.row.id, IdempotencyKey.status_code.is_(None))
         )
         await session.commit()
-
-
-async def run_idempotent(
-    session: AsyncSession,
-    request: Request,
-    *,
-    scope: str,
-    action: Callable[[], Awaitable[Any]],
-    status_code: int = 201,
-    required: bool = False,
-) -> JSONResponse:
-    """Run a route's action and answer its result with `status_code`.
-
-    Not needed by a new route: the key is claimed and its answer stored by `ServiceRoute`
-    for every POST, so a route returns its result (with `status_code=` on the decorator).
-    Left for the contribution routes that still call it; `required=True` makes the key
-    mandatory for this route (opening a payment).
-    """
-    del session, scope  # the claim is the route's (see ServiceRoute)
-    if required and request.headers.get(HEADER) is None:
-        raise IdempotencyKeyRequired()
-    result = await action()
-    return JSONResponse(jsonable_encoder(result), status_code=status_code)

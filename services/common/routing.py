@@ -7,7 +7,9 @@ new route cannot forget either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+import functools
+import inspect
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -19,6 +21,49 @@ from services.common import idempotency
 from services.common.errors import DomainError
 
 
+def idempotency_key_required(description: str) -> dict[str, Any]:
+    """`openapi_extra=` of a POST route on which Idempotency-Key is mandatory (opening a
+    payment, a refund): the document says the header is required, and `ServiceRoute`
+    answers 400 `idempotency_key_required` when it is missing."""
+    return {"parameters": [{
+        "name": idempotency.HEADER, "in": "header", "required": True, "description": description,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]+$"},
+    }]}
+
+
+def _requires_key(openapi_extra: Mapping[str, Any] | None) -> bool:
+    parameters = (openapi_extra or {}).get("parameters") or ()
+    return any(p.get("in") == "header" and p.get("name") == idempotency.HEADER and p.get("required") for p in parameters)
+
+
+_REQUEST_PARAM = "_idempotency_request"
+
+
+def _requiring_key(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """The endpoint, refusing with 400 `idempotency_key_required` when the header is missing.
+
+    The check runs where the route body starts, after the principal and the input were
+    accepted: a missing key on an unauthenticated or invalid request is still 401 or 422.
+    """
+    signature = inspect.signature(endpoint, eval_str=True)
+    params = list(signature.parameters.values())
+    # FastAPI hands the request to one parameter only: the endpoint's own, if it has one.
+    own = next((p.name for p in params if p.annotation is Request), None)
+    name = own or _REQUEST_PARAM
+    if own is None:
+        params.append(inspect.Parameter(_REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request))
+
+    @functools.wraps(endpoint)
+    async def checked(*args: Any, **kwargs: Any) -> Any:
+        request: Request = kwargs[name] if own else kwargs.pop(name)
+        if request.headers.get(idempotency.HEADER) is None:
+            raise idempotency.IdempotencyKeyRequired()
+        return await endpoint(*args, **kwargs)
+
+    checked.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return checked
+
+
 class ServiceRoute(APIRoute):
     """An API route with the kernel's request rules.
 
@@ -28,6 +73,10 @@ class ServiceRoute(APIRoute):
     route returns, so the effect and its stored answer commit together. The same key
     and body replays the stored answer; a refusal is answered, not stored (the claim
     rolls back with the refusal, or is released when the refusal keeps its changes).
+
+    A route whose `openapi_extra` declares the Idempotency-Key header required (see
+    `idempotency_key_required`) refuses a request without one with 400
+    `idempotency_key_required`.
 
     Read models: a citizen who has just enrolled in registration and at once declares
     in contribution must not be told "not enrolled" because contribution's consumer
@@ -47,6 +96,8 @@ class ServiceRoute(APIRoute):
             if not any(getattr(d, "dependency", None) is idempotency.claim_key for d in deps):
                 deps.insert(0, Depends(idempotency.claim_key))
             kwargs["dependencies"] = deps
+            if _requires_key(kwargs.get("openapi_extra")):
+                endpoint = _requiring_key(endpoint)
         super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

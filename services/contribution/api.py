@@ -9,13 +9,12 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from services.common.clock import Clock
+from services.common.clock import ClockDep
 from services.common.db import DbSession
 from services.common.errors import wants_english
 from services.common.events import ReadModelRoute
-from services.common.idempotency import run_idempotent
 from services.common.identifiers import AsciiInt, Month, RegionCode, id_number_info
-from services.common.pagination import CursorQuery, Page, decode_cursor, encode_cursor
+from services.common.pagination import CursorQuery, Page
 from services.common.paths import CreditCodePath, IdPath
 from services.common.pii import id_hash
 from services.common.principal import Principal, PrincipalKind, check_own_unit, require
@@ -73,11 +72,6 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _clock(request: Request) -> Clock:
-    clock: Clock = request.app.state.clock
-    return clock
-
-
 async def _view(session: DbSession, decl: Declaration) -> DeclarationOut:
     """A declaration's answer, with its payments."""
     return await reading.declaration_view(session=session, declaration=decl, payments_of=payment_summaries)
@@ -93,37 +87,30 @@ def _ttl(request: Request) -> timedelta:
 @router.get("/policies/{region_code}", response_model=PolicyOut, responses={404: {"description": "policy_not_found"}},
             summary="The policy in force (region, else city, else province)")
 async def get_policy(
-    request: Request, session: DbSession, region_code: RegionPath,
+    session: DbSession, clock: ClockDep, region_code: RegionPath,
     on: Annotated[Month | None, Query(description="YYYY-MM; default this month")] = None,
 ) -> PolicyOut:
-    month = on or _clock(request).current_month()
+    month = on or clock.current_month()
     return policies.policy_out(await policies.policy_in_force(session=session, region_code=region_code, month=month))
 
 
 @router.get("/policies/{region_code}/versions", response_model=Page[PolicyOut],
             summary="Every version of a region's policies, live and replaced (history)")
 async def policy_versions(session: DbSession, region_code: RegionPath, limit: Limit = 50, cursor: Cursor = None) -> Page[PolicyOut]:
-    rows = await policies.policy_history(session=session, region_code=region_code)
-    start = 0
-    key = decode_cursor(cursor)
-    if key:
-        ids = [p.id for p in rows]
-        start = ids.index(key[0]) + 1 if key[0] in ids else len(rows)
-    page = rows[start : start + limit]
-    nxt = encode_cursor([page[-1].id]) if start + limit < len(rows) and page else None
-    return Page[PolicyOut](items=[policies.policy_out(p) for p in page], next_cursor=nxt)
+    rows, nxt = await policies.policy_history(session=session, region_code=region_code, limit=limit, cursor=cursor)
+    return Page[PolicyOut](items=[policies.policy_out(p) for p in rows], next_cursor=nxt)
 
 
 @router.put("/policies/{region_code}/{effective_from:month}", response_model=PolicyOut, status_code=200,
             responses={201: {"model": PolicyOut, "description": "added"}, 409: {"description": "policy_overlap"}, **_REFUSALS},
             summary="Add (201) or replace (200) a dated policy (staff admin, audited)")
 async def put_policy(
-    request: Request, session: DbSession, principal: Admin, region_code: RegionPath, effective_from: MonthPath,
+    session: DbSession, clock: ClockDep, principal: Admin, region_code: RegionPath, effective_from: MonthPath,
     body: PolicyIn,
 ) -> JSONResponse:
     policy, added = await policies.put_policy(
         session=session, region_code=region_code, effective_from=effective_from, body=body, actor=principal,
-        now=_clock(request).now(),
+        now=clock.now(),
     )
     return JSONResponse(policies.policy_out(policy).model_dump(mode="json"), status_code=201 if added else 200)
 
@@ -132,14 +119,10 @@ async def put_policy(
 
 
 @router.post("/quotes", response_model=QuoteOut, responses=_REFUSALS, summary="Price months at a base or a grade (nothing saved)")
-async def create_quote(request: Request, session: DbSession, principal: QuoteCaller, body: QuoteIn) -> Any:
-    clock = _clock(request)
-
-    async def action() -> QuoteOut:
-        priced = await price(session=session, body=body, today=clock.today(), current_month=clock.current_month())
-        return quote_out(priced)
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=200)
+async def create_quote(session: DbSession, clock: ClockDep, principal: QuoteCaller, body: QuoteIn) -> QuoteOut:
+    del principal  # who may ask for a quote
+    priced = await price(session=session, body=body, today=clock.today(), current_month=clock.current_month())
+    return quote_out(priced)
 
 
 # ---- citizen declarations ---------------------------------------------------------------
@@ -148,17 +131,14 @@ async def create_quote(request: Request, session: DbSession, principal: QuoteCal
 @router.post("/me/declarations", response_model=DeclarationOut, status_code=201,
              responses={409: {"description": "month_already_declared"}, **_REFUSALS},
              summary="Add a declaration (flexible: base and months; resident: grade and year)")
-async def create_my_declaration(request: Request, session: DbSession, principal: Citizen2, body: DeclarationIn) -> Any:
-    clock = _clock(request)
-
-    async def action() -> DeclarationOut:
-        decl = await creating.create_citizen_declaration(
-            session=session, body=body, principal=principal, now=clock.now(), today=clock.today(),
-            current_month=clock.current_month(), ttl=_ttl(request),
-        )
-        return await _view(session, decl)
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+async def create_my_declaration(
+    request: Request, session: DbSession, clock: ClockDep, principal: Citizen2, body: DeclarationIn,
+) -> DeclarationOut:
+    decl = await creating.create_citizen_declaration(
+        session=session, body=body, principal=principal, now=clock.now(), today=clock.today(),
+        current_month=clock.current_month(), ttl=_ttl(request),
+    )
+    return await _view(session, decl)
 
 
 @router.get("/me/declarations", response_model=DeclarationPage, summary="My declarations, newest first")
@@ -175,19 +155,23 @@ async def get_my_declaration(session: DbSession, principal: Citizen1, declaratio
 
 @router.post("/me/declarations/{declaration_id:id}/confirm", response_model=DeclarationOut,
              responses={404: {"description": "not mine"}, 409: {"description": "declaration_state_conflict"}})
-async def confirm_my_declaration(request: Request, session: DbSession, principal: Citizen2, declaration_id: IdPath) -> DeclarationOut:
+async def confirm_my_declaration(
+    request: Request, session: DbSession, clock: ClockDep, principal: Citizen2, declaration_id: IdPath,
+) -> DeclarationOut:
     decl = await reading.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
-    decl = await lifecycle.confirm_declaration(session=session, declaration=decl, now=_clock(request).now(), ttl=_ttl(request))
+    decl = await lifecycle.confirm_declaration(session=session, declaration=decl, now=clock.now(), ttl=_ttl(request))
     return await _view(session, decl)
 
 
 @router.post("/me/declarations/{declaration_id:id}/cancel", response_model=DeclarationOut,
              responses={404: {"description": "not mine"}, 409: {"description": "declaration_state_conflict"}},
              summary="Cancel an unpaid declaration; its months are free again")
-async def cancel_my_declaration(request: Request, session: DbSession, principal: Citizen2, declaration_id: IdPath) -> DeclarationOut:
+async def cancel_my_declaration(
+    session: DbSession, clock: ClockDep, principal: Citizen2, declaration_id: IdPath,
+) -> DeclarationOut:
     decl = await reading.get_person_declaration(session=session, declaration_id=declaration_id, principal=principal)
     decl = await lifecycle.cancel_declaration(
-        session=session, declaration=decl, now=_clock(request).now(), payments_of=payment_summaries
+        session=session, declaration=decl, now=clock.now(), payments_of=payment_summaries
     )
     return await _view(session, decl)
 
@@ -199,19 +183,15 @@ async def cancel_my_declaration(request: Request, session: DbSession, principal:
              responses={409: {"description": "month_already_declared"}, **_REFUSALS},
              summary="The unit's monthly declaration (late fee after the deadline day)")
 async def create_employer_declaration(
-    request: Request, session: DbSession, principal: Employer, credit_code: CreditPath, body: EmployerDeclarationIn,
-) -> Any:
+    request: Request, session: DbSession, clock: ClockDep, principal: Employer, credit_code: CreditPath,
+    body: EmployerDeclarationIn,
+) -> DeclarationOut:
     check_own_unit(principal, credit_code)
-    clock = _clock(request)
-
-    async def action() -> DeclarationOut:
-        decl = await employers.create_employer_declaration(
-            session=session, credit_code=credit_code, body=body, principal=principal, now=clock.now(),
-            today=clock.today(), current_month=clock.current_month(), ttl=_ttl(request),
-        )
-        return await _view(session, decl)
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+    decl = await employers.create_employer_declaration(
+        session=session, credit_code=credit_code, body=body, principal=principal, now=clock.now(),
+        today=clock.today(), current_month=clock.current_month(), ttl=_ttl(request),
+    )
+    return await _view(session, decl)
 
 
 @router.get("/employers/{credit_code}/declarations", response_model=DeclarationPage, responses=_REFUSALS,
@@ -241,17 +221,12 @@ async def get_employer_declaration(
                         **_REFUSALS},
              summary="Assess an undeclared month at 110% of the previous one (art. 62; audited)")
 async def assess_employer(
-    request: Request, session: DbSession, principal: Operator, credit_code: CreditPath, body: AssessmentIn,
-) -> Any:
-    clock = _clock(request)
-
-    async def action() -> DeclarationOut:
-        decl = await employers.assess_employer(
-            session=session, credit_code=credit_code, body=body, principal=principal, now=clock.now(), today=clock.today(),
-        )
-        return await _view(session, decl)
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+    session: DbSession, clock: ClockDep, principal: Operator, credit_code: CreditPath, body: AssessmentIn,
+) -> DeclarationOut:
+    decl = await employers.assess_employer(
+        session=session, credit_code=credit_code, body=body, principal=principal, now=clock.now(), today=clock.today(),
+    )
+    return await _view(session, decl)
 
 
 # ---- agencies -----------------------------------------------------------------------
@@ -259,47 +234,43 @@ async def assess_employer(
 
 @router.post("/me/agency-authorizations", response_model=AgencyAuthorizationOut, status_code=201, responses=_REFUSALS,
              summary="Let an agency declare and pay for me until a date")
-async def authorize_agency(request: Request, session: DbSession, principal: Citizen2, body: AgencyAuthorizationIn) -> Any:
-    clock = _clock(request)
-
-    async def action() -> AgencyAuthorizationOut:
-        row = await agencies.authorize_agency(session=session, principal=principal, body=body, now=clock.now(),
-                                             today=clock.today())
-        return agencies.authorization_out(row, clock.today())
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+async def authorize_agency(
+    session: DbSession, clock: ClockDep, principal: Citizen2, body: AgencyAuthorizationIn,
+) -> AgencyAuthorizationOut:
+    row = await agencies.authorize_agency(session=session, principal=principal, body=body, now=clock.now(),
+                                         today=clock.today())
+    return agencies.authorization_out(row, clock.today())
 
 
 @router.get("/me/agency-authorizations", response_model=AgencyAuthorizationPage, summary="My agency authorizations")
-async def list_authorizations(request: Request, session: DbSession, principal: Citizen1) -> AgencyAuthorizationPage:
-    today = _clock(request).today()
+async def list_authorizations(session: DbSession, clock: ClockDep, principal: Citizen1) -> AgencyAuthorizationPage:
+    today = clock.today()
     rows = await agencies.list_authorizations(session=session, principal=principal)
     return AgencyAuthorizationPage(items=[agencies.authorization_out(r, today) for r in rows])
 
 
 @router.delete("/me/agency-authorizations/{authorization_id:id}", status_code=204, response_class=Response,
                responses={404: {"description": "not mine"}})
-async def revoke_authorization(request: Request, session: DbSession, principal: Citizen1, authorization_id: IdPath) -> Response:
+async def revoke_authorization(
+    session: DbSession, clock: ClockDep, principal: Citizen1, authorization_id: IdPath,
+) -> Response:
     await agencies.revoke_authorization(session=session, principal=principal, authorization_id=authorization_id,
-                                       now=_clock(request).now())
+                                       now=clock.now())
     return Response(status_code=204)
 
 
 @router.post("/agency/declarations", response_model=DeclarationOut, status_code=201,
              responses={403: {"description": "agency_not_authorized"}, 409: {"description": "month_already_declared"}},
              summary="Declare for a person whose authorization is in force (awaits payment at once)")
-async def create_agency_declaration(request: Request, session: DbSession, principal: Agency, body: AgencyDeclarationIn) -> Any:
-    clock = _clock(request)
+async def create_agency_declaration(
+    request: Request, session: DbSession, clock: ClockDep, principal: Agency, body: AgencyDeclarationIn,
+) -> DeclarationOut:
     quote = QuoteIn.model_validate(body.model_dump(exclude={"id_number"}))
-
-    async def action() -> DeclarationOut:
-        decl = await agencies.create_agency_declaration(
-            session=session, body=quote, id_number=body.id_number, principal=principal, now=clock.now(),
-            today=clock.today(), current_month=clock.current_month(), ttl=_ttl(request),
-        )
-        return await _view(session, decl)
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+    decl = await agencies.create_agency_declaration(
+        session=session, body=quote, id_number=body.id_number, principal=principal, now=clock.now(),
+        today=clock.today(), current_month=clock.current_month(), ttl=_ttl(request),
+    )
+    return await _view(session, decl)
 
 
 @router.get("/agency/declarations/{declaration_id:id}", response_model=DeclarationOut, responses={404: {"description": "not ours"}})
@@ -313,10 +284,9 @@ async def get_agency_declaration(session: DbSession, principal: Agency, declarat
 
 @router.get("/me/records", response_model=RecordsOut, summary="My paid months per insurance, the gaps, months to a pension")
 async def my_records(
-    request: Request, session: DbSession, principal: Citizen1,
+    session: DbSession, clock: ClockDep, principal: Citizen1,
     year: Annotated[Annotated[AsciiInt, Field(ge=1990, le=2100)] | None, Query()] = None,
 ) -> RecordsOut:
-    clock = _clock(request)
     assert principal.id_number
     return await records.records_of(
         session=session, person_key=id_hash(principal.id_number), year=year or clock.today().year,
@@ -329,12 +299,11 @@ async def my_records(
             responses={409: {"description": "person_is_pensioner"}, 422: {"description": "not_enrolled"}},
             summary="My statutory retirement month, minimum years, months paid and needed, estimated pension")
 async def my_pension_estimate(
-    request: Request, session: DbSession, principal: Citizen2,
+    request: Request, session: DbSession, clock: ClockDep, principal: Citizen2,
     female_post: Annotated[FemalePost | None, Query(
         description="women only: worker (original age 50) or cadre (55); default from the enrolment")] = None,
 ) -> PensionEstimateOut:
     """养老金测算: an estimate, every figure with what it assumed (see `assumptions`)."""
-    clock = _clock(request)
     assert principal.id_number
     info = id_number_info(principal.id_number)
     est = await pension.estimate(

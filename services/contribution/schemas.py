@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 from services.common.enums import Category, Insurance
 from services.common.errors import register_validation_code
 from services.common.identifiers import CreditCode, IdNumber, Month, RegionCode
+from services.common.pagination import Page
 from services.common.regions import RegionNamed, region_full_name
 from services.contribution.enums import LinePayer, PaidBy
 from services.contribution.policies.pricing import Rounding
@@ -288,9 +289,8 @@ class DeclarationListItem(RegionNamed):
     created_at: datetime
 
 
-class DeclarationPage(BaseModel):
-    items: list[DeclarationListItem]
-    next_cursor: str | None = None
+class DeclarationPage(Page[DeclarationListItem]):
+    pass
 
 
 class EmployerDeclarationIn(BaseModel):
@@ -337,9 +337,8 @@ class AgencyAuthorizationOut(BaseModel):
     revoked_at: datetime | None = None
 
 
-class AgencyAuthorizationPage(BaseModel):
-    items: list[AgencyAuthorizationOut]
-    next_cursor: str | None = None
+class AgencyAuthorizationPage(Page[AgencyAuthorizationOut]):
+    pass
 
 
 # ---- records -------------------------------------------------------------------------

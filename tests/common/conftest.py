@@ -16,12 +16,11 @@ from services.common.audit import record_audit
 from services.common.db import DbSession
 from services.common.errors import DomainError
 from services.common.events import Outbox
-from services.common.idempotency import run_idempotent
 from services.common.identifiers import CreditCode, IdNumber, Month
 from services.common.models import KernelBase
 from services.common.pii import EncryptedString, id_hash, mask_id_number
 from services.common.principal import Principal, require
-from services.common.routing import ServiceRoute
+from services.common.routing import ServiceRoute, idempotency_key_required
 
 OUTBOX = Outbox("kernel-test")
 
@@ -75,15 +74,12 @@ router = APIRouter(prefix="/t", route_class=ServiceRoute)
 @router.post("/guesses", status_code=201)
 async def guess(body: GuessIn, request: Request, session: DbSession,
                 principal: Annotated[Principal, Depends(require("citizen"))]) -> Any:
-    async def action() -> dict[str, Any]:
-        session.add(Widget(id_hash=f"try-{body.guess}-{request.headers.get('idempotency-key')}", id_number="x",
-                           name=f"try:{body.guess}"))
-        await session.flush()
-        if body.guess != "right":
-            raise WrongGuess()
-        return {"ok": True}
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action)
+    session.add(Widget(id_hash=f"try-{body.guess}-{request.headers.get('idempotency-key')}", id_number="x",
+                       name=f"try:{body.guess}"))
+    await session.flush()
+    if body.guess != "right":
+        raise WrongGuess()
+    return {"ok": True}
 
 
 @router.post("/widgets", status_code=201)
@@ -93,32 +89,25 @@ async def create_widget(
     session: DbSession,
     principal: Annotated[Principal, Depends(require("citizen", "staff", min_level=2))],
 ) -> Any:
-    async def action() -> dict[str, Any]:
-        from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.exc import IntegrityError
 
-        w = Widget(id_hash=id_hash(body.id_number), id_number=body.id_number, name=body.name)
-        try:
-            async with session.begin_nested():
-                session.add(w)
-                await session.flush()
-        except IntegrityError:
-            raise Teapot(params={"hint": "x"}) from None
-        OUTBOX.emit(session, type="test.widget.created.v1", subject=str(w.id), data={"id": w.id, "name": w.name})
-        if principal.kind == "staff":
-            record_audit(session, actor=principal, action="widget.create", target_type="widget",
-                         target_id=str(w.id), at=request.app.state.clock.now(), reason="test")
-        return {"id": w.id, "id_number_masked": mask_id_number(body.id_number), "name": w.name}
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, status_code=201)
+    w = Widget(id_hash=id_hash(body.id_number), id_number=body.id_number, name=body.name)
+    try:
+        async with session.begin_nested():
+            session.add(w)
+            await session.flush()
+    except IntegrityError:
+        raise Teapot(params={"hint": "x"}) from None
+    OUTBOX.emit(session, type="test.widget.created.v1", subject=str(w.id), data={"id": w.id, "name": w.name})
+    if principal.kind == "staff":
+        record_audit(session, actor=principal, action="widget.create", target_type="widget",
+                     target_id=str(w.id), at=request.app.state.clock.now(), reason="test")
+    return {"id": w.id, "id_number_masked": mask_id_number(body.id_number), "name": w.name}
 
 
-@router.post("/pay", status_code=201)
-async def pay(request: Request, session: DbSession,
-              principal: Annotated[Principal, Depends(require("citizen", min_level=2))]) -> Any:
-    async def action() -> dict[str, Any]:
-        return {"ok": True}
-
-    return await run_idempotent(session, request, scope=principal.actor_id, action=action, required=True)
+@router.post("/pay", status_code=201, openapi_extra=idempotency_key_required("a payment attempt"))
+async def pay(principal: Annotated[Principal, Depends(require("citizen", min_level=2))]) -> Any:
+    return {"ok": True}
 
 
 @router.get("/widgets")

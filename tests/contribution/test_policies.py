@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from services.common.models import AuditEntry, OutboxEvent
+from services.common.pagination import encode_cursor
 from services.contribution.models import Policy
 from tests.contribution.conftest import rows
 from tests.helpers import citizen, staff
@@ -195,3 +196,29 @@ class TestPutPolicy:
         assert r.status_code == 201
         assert (await svc.client.get(f"{P}/110105", params={"on": "2026-03"})).json()["region_code"] == "110105"
         assert (await svc.client.get(f"{P}/110108", params={"on": "2026-03"})).json()["region_code"] == "110000"
+
+
+class TestPolicyVersionPages:
+    async def test_pages_walk_the_history_newest_first_and_an_earlier_cursor_still_works(self, svc: Any) -> None:
+        h = svc.headers(staff("admin"))
+        assert (await svc.client.put(f"{P}/110000/2026-07", json=policy_body(), headers=h)).status_code == 201
+        whole = (await svc.client.get(f"{P}/110000/versions")).json()
+        assert whole["next_cursor"] is None and len(whole["items"]) == 4
+        walked, cursor = [], None
+        while True:
+            params = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+            page = (await svc.client.get(f"{P}/110000/versions", params=params)).json()
+            walked += page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert walked == whole["items"]
+
+        # A cursor of the earlier form held the id of the last version served: the page after it is answered.
+        ids = [p.id for p in sorted(await rows(svc, select(Policy).where(Policy.region_code == "110000")),
+                                    key=lambda p: (p.from_index, p.id), reverse=True)]
+        earlier = encode_cursor([ids[0]])
+        page = (await svc.client.get(f"{P}/110000/versions", params={"limit": 2, "cursor": earlier})).json()
+        assert page["items"] == whole["items"][1:3] and page["next_cursor"] is not None
+        unknown = (await svc.client.get(f"{P}/110000/versions", params={"cursor": encode_cursor([10**9])})).json()
+        assert unknown == {"items": [], "next_cursor": None}

@@ -7,15 +7,14 @@ the function that loads them (`PaymentLoader`, e.g. `payments.reads.payment_summ
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.clock import aware
 from services.common.enums import Category
-from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
+from services.common.pagination import keyset_page
 from services.common.pii import id_hash
 from services.common.principal import Principal
 from services.contribution.enums import PaidBy
@@ -126,19 +125,6 @@ async def page_of_declarations(
     *, session: AsyncSession, stmt: Select[Any], limit: int, cursor: str | None
 ) -> tuple[list[Declaration], str | None]:
     """One page of declarations by (created_at, id) descending, after an opaque cursor."""
-    key = decode_cursor(cursor)
-    if key is not None:
-        try:
-            at, last_id = aware(datetime.fromisoformat(str(key[0]))), str(key[1])
-        except (ValueError, IndexError):
-            raise CursorInvalid() from None
-        stmt = stmt.where(or_(Declaration.created_at < at, and_(Declaration.created_at == at, Declaration.id < last_id)))
-    rows = list(
-        (await session.execute(stmt.order_by(Declaration.created_at.desc(), Declaration.id.desc()).limit(limit + 1)))
-        .scalars().all()
-    )
-    nxt = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        nxt = encode_cursor([aware(rows[-1].created_at).isoformat(), rows[-1].id])
-    return rows, nxt
+    page = await keyset_page(session, stmt, keys=[Declaration.created_at, Declaration.id], cursor=cursor, limit=limit,
+                             descending=True)
+    return page.rows, page.next_cursor

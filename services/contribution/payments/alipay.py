@@ -179,27 +179,28 @@ async def create_trade(
         config, out_trade_no=out_trade_no, amount_fen=amount_fen, subject=subject, buyer_user_id=buyer_user_id,
         now=now, timeout_express=timeout_express,
     )
-    try:
-        resp = await client.post(config.gateway_url, data=params)
-    except httpx.HTTPError as exc:
-        raise AlipayError(f"Alipay unreachable: {type(exc).__name__}") from exc
-    if resp.status_code != 200:
-        raise AlipayError(f"Alipay answered HTTP {resp.status_code}")
-    raw, node, sign = response_node(resp.text, RESPONSE_NODE)
-    if not sign or not rsa2_verify(raw, sign, config.alipay_public_key):
-        raise AlipayError("Alipay response signature invalid")
-    if node.get("code") != "10000":
-        raise AlipayError(
-            f"Alipay refused: {node.get('sub_code') or node.get('code')}",
-            code=str(node.get("code")), sub_code=str(node.get("sub_code") or "") or None,
-        )
+    node = await _post(config, client, params, RESPONSE_NODE)
     if node.get("out_trade_no") != out_trade_no or not isinstance(node.get("trade_no"), str):
         raise AlipayError("Alipay answered another order")
     return TradeCreated(trade_no=str(node["trade_no"]), out_trade_no=out_trade_no)
 
 
+class _TradeStatus:
+    """What an Alipay `trade_status` means for the payment."""
+
+    trade_status: str
+
+    @property
+    def paid(self) -> bool:
+        return self.trade_status in PAID_STATUSES
+
+    @property
+    def closed(self) -> bool:
+        return self.trade_status == CLOSED_STATUS
+
+
 @dataclass(frozen=True)
-class AlipayNotification:
+class AlipayNotification(_TradeStatus):
     """A verified trade notification."""
 
     notify_id: str
@@ -210,14 +211,6 @@ class AlipayNotification:
     trade_status: str
     total_amount: str
     fields: dict[str, str]
-
-    @property
-    def paid(self) -> bool:
-        return self.trade_status in PAID_STATUSES
-
-    @property
-    def closed(self) -> bool:
-        return self.trade_status == CLOSED_STATUS
 
 
 class NotificationRejected(Exception):
@@ -289,14 +282,19 @@ async def call(
 
     A business refusal raises AlipayError with the node's `code` and `sub_code`.
     """
-    params = request_params(config, method, biz, now)
+    return await _post(config, client, request_params(config, method, biz, now), method.replace(".", "_") + "_response")
+
+
+async def _post(
+    config: AlipayConfig, client: httpx.AsyncClient, params: Mapping[str, str], node_name: str,
+) -> dict[str, object]:
+    """Send signed form parameters; verify the signed `node_name` node; return it when its code is 10000."""
     try:
         resp = await client.post(config.gateway_url, data=params)
     except httpx.HTTPError as exc:
         raise AlipayError(f"Alipay unreachable: {type(exc).__name__}") from exc
     if resp.status_code != 200:
         raise AlipayError(f"Alipay answered HTTP {resp.status_code}")
-    node_name = method.replace(".", "_") + "_response"
     try:
         raw, node, sign = response_node(resp.text, node_name)
     except AlipayError:
@@ -314,7 +312,7 @@ async def call(
 
 
 @dataclass(frozen=True)
-class TradeState:
+class TradeState(_TradeStatus):
     """What `alipay.trade.query` says of one order."""
 
     out_trade_no: str
@@ -322,14 +320,6 @@ class TradeState:
     trade_status: str  # WAIT_BUYER_PAY, TRADE_CLOSED, TRADE_SUCCESS, TRADE_FINISHED
     total_amount: str
     send_pay_date: str | None
-
-    @property
-    def paid(self) -> bool:
-        return self.trade_status in PAID_STATUSES
-
-    @property
-    def closed(self) -> bool:
-        return self.trade_status == CLOSED_STATUS
 
 
 async def query_trade(

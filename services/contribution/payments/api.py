@@ -7,15 +7,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.clock import aware
+from services.common.clock import Clock, ClockDep, aware
 from services.common.db import DbSession
 from services.common.events import ReadModelRoute
-from services.common.idempotency import run_idempotent
 from services.common.identifiers import AsciiInt
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
 from services.common.paths import IdPath
 from services.common.principal import Principal, require
+from services.common.routing import idempotency_key_required
 from services.contribution.payments import certificates, notifications, opening, reads
 from services.contribution.payments.certificate import CertificateData, CertificateLine, render_certificate
 from services.contribution.payments.models import PaymentStatus
@@ -50,6 +51,21 @@ def _wechat_fail(reason: str) -> dict[str, Any]:
     return {"application/json": {"schema": _WECHAT_FAIL_SCHEMA, "example": {"code": "FAIL", "message": reason}}}
 
 
+def wechat_notify_responses(unknown: str) -> dict[int | str, dict[str, Any]]:
+    """The documented answers of a WeChat Pay notification route; `unknown` names what it may not find."""
+    return {400: {"description": '{"code": "FAIL", "message": ...}: not ours, amount mismatch, not decrypted',
+                  "content": _wechat_fail("amount_mismatch")},
+            401: {"description": "signature not verified", "content": _wechat_fail("signature")},
+            404: {"description": f"unknown {unknown}", "content": _wechat_fail(f"unknown_{unknown}")}}
+
+
+def wechat_answer(status: int, reason: str | None) -> Response:
+    """What WeChat Pay is answered: 204 when handled, else its own failure shape."""
+    if status == 204:
+        return Response(status_code=204)
+    return JSONResponse({"code": "FAIL", "message": reason or "failed"}, status_code=status)
+
+
 
 
 async def _body(request: Request) -> bytes:
@@ -63,21 +79,18 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-_IDEMPOTENCY_REQUIRED: dict[str, Any] = {"parameters": [{
-    "name": "Idempotency-Key", "in": "header", "required": True,
-    "description": "the client's key for this payment attempt; a retry with the same key gets the same answer",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]+$"},
-}]}
+# A missing key is 400 idempotency_key_required (ServiceRoute reads this), not a 422.
+_IDEMPOTENCY_REQUIRED = idempotency_key_required(
+    "the client's key for this payment attempt; a retry with the same key gets the same answer"
+)
 
 
-async def _open(request: Request, session: Any, principal: Principal, body: PaymentIn, declaration_id: str) -> Any:
-    app = request.app
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, required=True, status_code=201,
-        action=lambda: opening.open_payment(
-            session=session, platforms=platforms_of(app), declaration_id=declaration_id, principal=principal,
-            channel=body.channel, clock=app.state.clock,
-        ),
+async def _open(
+    request: Request, session: AsyncSession, clock: Clock, principal: Principal, body: PaymentIn, declaration_id: str,
+) -> dict[str, Any]:
+    return await opening.open_payment(
+        session=session, platforms=platforms_of(request.app), declaration_id=declaration_id, principal=principal,
+        channel=body.channel, clock=clock,
     )
 
 
@@ -85,15 +98,15 @@ async def _open(request: Request, session: Any, principal: Principal, body: Paym
     "/me/declarations/{declaration_id:id}/payments", status_code=201, response_model=PaymentOut,
     response_model_exclude_none=True, responses=_PROBLEMS,
     summary="Open a payment of my declaration (Idempotency-Key required)",
-    # Read by run_idempotent (a missing key is 400 idempotency_key_required, not a 422).
     openapi_extra=_IDEMPOTENCY_REQUIRED,
 )
 async def open_my_payment(
-    request: Request, session: DbSession, principal: CitizenPayer, body: PaymentIn, declaration_id: IdPath,
+    request: Request, session: DbSession, clock: ClockDep, principal: CitizenPayer, body: PaymentIn,
+    declaration_id: IdPath,
 ) -> Any:
     """Opens at most one payment per declaration for its total; answers Alipay's `trade_no` or WeChat Pay's
     `wx.requestPayment` parameters. An open payment on the same channel is answered again."""
-    return await _open(request, session, principal, body, declaration_id)
+    return await _open(request, session, clock, principal, body, declaration_id)
 
 
 @router.post(
@@ -103,11 +116,11 @@ async def open_my_payment(
     openapi_extra=_IDEMPOTENCY_REQUIRED,
 )
 async def open_payment(
-    request: Request, session: DbSession, principal: Payer, body: PaymentIn, declaration_id: IdPath,
+    request: Request, session: DbSession, clock: ClockDep, principal: Payer, body: PaymentIn, declaration_id: IdPath,
 ) -> Any:
     """The same as `POST /contribution/v1/me/declarations/{declaration_id}/payments`, which citizens' mini-programs
     should call; this path stays served (employers and agencies pay their declarations here)."""
-    return await _open(request, session, principal, body, declaration_id)
+    return await _open(request, session, clock, principal, body, declaration_id)
 
 
 @router.post(
@@ -117,9 +130,9 @@ async def open_payment(
                400: {"description": "`fail`: not verified or not acceptable; Alipay resends",
                      "content": {"text/plain": {"schema": {"type": "string", "enum": ["fail"]}, "example": "fail"}}}},
 )
-async def notify_alipay(request: Request, session: DbSession) -> Response:
+async def notify_alipay(request: Request, session: DbSession, clock: ClockDep) -> Response:
     handled = await notifications.handle_alipay_notification(
-        session=session, platforms=platforms_of(request.app), body=await _body(request), now=request.app.state.clock.now(),
+        session=session, platforms=platforms_of(request.app), body=await _body(request), now=clock.now(),
     )
     return PlainTextResponse("success") if handled else PlainTextResponse("fail", status_code=400)
 
@@ -127,19 +140,14 @@ async def notify_alipay(request: Request, session: DbSession) -> Response:
 @router.post(
     "/notify/wechatpay", status_code=204,
     summary="WeChat Pay notification (signed, encrypted JSON); 204 when handled",
-    responses={400: {"description": '{"code": "FAIL", "message": ...}: not ours, amount mismatch, not decrypted',
-                     "content": _wechat_fail("amount_mismatch")},
-               401: {"description": "signature not verified", "content": _wechat_fail("signature")},
-               404: {"description": "unknown order", "content": _wechat_fail("unknown_order")}},
+    responses=wechat_notify_responses("order"),
 )
-async def notify_wechatpay(request: Request, session: DbSession) -> Response:
+async def notify_wechatpay(request: Request, session: DbSession, clock: ClockDep) -> Response:
     status, reason = await notifications.handle_wechat_notification(
         session=session, platforms=platforms_of(request.app), headers=request.headers, body=await _body(request),
-        now=request.app.state.clock.now(),
+        now=clock.now(),
     )
-    if status == 204:
-        return Response(status_code=204)
-    return JSONResponse({"code": "FAIL", "message": reason or "failed"}, status_code=status)
+    return wechat_answer(status, reason)
 
 
 @router.get(
@@ -149,11 +157,11 @@ async def notify_wechatpay(request: Request, session: DbSession) -> Response:
     summary="Download the payment certificate (PDF in Chinese, with a verification code)",
 )
 async def certificate_pdf(
-    request: Request, session: DbSession, principal: Owner, payment_id: IdPath,
+    request: Request, session: DbSession, clock: ClockDep, principal: Owner, payment_id: IdPath,
 ) -> Response:
     app = request.app
     cert, lines = await certificates.certificate_for_owner(
-        session=session, payment_id=payment_id, principal=principal, now=app.state.clock.now(),
+        session=session, payment_id=payment_id, principal=principal, now=clock.now(),
     )
     platforms = platforms_of(app)
     data = CertificateData(

@@ -131,7 +131,7 @@ def render_certificate(data: CertificateData, *, font_file: Path) -> bytes:
         c.drawCentredString(width / 2, height - 35 * mm, "Social Insurance Contribution Payment Certificate")
         c.setLineWidth(0.8)
         c.line(left, height - 39 * mm, right, height - 39 * mm)
-        return height - 48 * mm
+        return float(height - 48 * mm)
 
     y = header()
     paid_local = data.paid_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
@@ -172,7 +172,7 @@ def render_certificate(data: CertificateData, *, font_file: Path) -> bytes:
         for x, t in zip(cols, titles, strict=True):
             c.drawString(x, y, t)
         c.line(left, y - 2.5 * mm, right, y - 2.5 * mm)
-        return y - 8 * mm
+        return float(y - 8 * mm)
 
     page = [1]
 

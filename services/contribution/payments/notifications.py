@@ -121,16 +121,14 @@ async def handle_wechat_notification(
 ) -> tuple[int, str | None]:
     """Verify, decrypt and apply a WeChat Pay notification; (204, None) when handled, else (4xx, reason)."""
     raw = body[:MAX_RAW].decode("utf-8", errors="replace")
-    kept = {k: v[:512] for k, v in headers.items() if k.lower().startswith("wechatpay-")}
-    rec: dict[str, Any] = {"channel": "wechat", "now": now, "raw": raw, "headers": kept}
+    rec: dict[str, Any] = {"channel": "wechat", "now": now, "raw": raw, "headers": wechatpay.kept_headers(headers)}
     cfg = platforms.wechat
     try:
         t = wechatpay.parse_notification(cfg, headers=headers, body=body, now=int(now.timestamp()))
     except wechatpay.NotificationRejected as exc:
         log.warning("wechatpay notification refused: %s", exc.reason)
         record_notification(session, verified=False, outcome=f"rejected:{exc.reason}"[:40], **rec)
-        status = 401 if exc.reason in ("unsigned", "timestamp", "stale", "unknown_serial", "signature") else 400
-        return status, exc.reason
+        return wechatpay.rejection_status(exc.reason), exc.reason
     rec.update(out_trade_no=t.out_trade_no[:64], platform_trade_no=(t.transaction_id or "")[:64] or None,
                notify_id=t.notification_id[:128] or None, trade_status=t.trade_state[:40], amount_fen=t.total_fen)
     if t.mchid != cfg.mchid or t.appid != cfg.appid:

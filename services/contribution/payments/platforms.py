@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -61,3 +62,8 @@ def platforms_of(app: Any) -> PaymentPlatforms:
         found = PaymentPlatforms(app.state.settings, getattr(app.state, "common", None))
         app.state.payment_platforms = found
     return found
+
+
+def interval_of(seconds: Callable[[Settings], float]) -> Callable[[Any], float]:
+    """A payment job's interval: `seconds` read from the settings of the running app."""
+    return lambda app: float(seconds(platforms_of(app).settings))

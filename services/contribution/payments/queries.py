@@ -34,7 +34,7 @@ from services.contribution.payments.crediting import alert, credit_payment
 from services.contribution.payments.models import Payment, PaymentChannel, PaymentStatus
 from services.contribution.payments.money import AmountInvalid, yuan_to_fen
 from services.contribution.payments.notifications import platform_time, record_notification
-from services.contribution.payments.platforms import PaymentPlatforms, platforms_of
+from services.contribution.payments.platforms import PaymentPlatforms, interval_of, platforms_of
 from services.contribution.payments.reads import reload_payment
 
 log = logging.getLogger("socialsec.contribution.payments")
@@ -214,8 +214,6 @@ async def _close_one(app: FastAPI, platforms: PaymentPlatforms, due: Due, now: d
 
 async def payment_querier(app: FastAPI, stop: asyncio.Event) -> None:
     """Runs until stopped: asks the platforms about payments left without a notification."""
-    def interval(a: Any) -> float:
-        return float(platforms_of(a).settings.payment_query_interval_seconds)
-
+    interval = interval_of(lambda s: s.payment_query_interval_seconds)
     await periodic("querying open payments", query_open_payments_once, interval)(app, stop)
 

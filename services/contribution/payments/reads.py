@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.clock import aware
-from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
+from services.common.pagination import keyset_page
 from services.contribution.enums import PaidBy
 from services.contribution.payments.models import Payment, PaymentChannel, PaymentStatus
 from services.contribution.payments.refund_views import refund_summaries
@@ -54,20 +52,9 @@ async def list_payments(
         stmt = stmt.where(Payment.status == status)
     if flagged:
         stmt = stmt.where(Payment.flag.is_not(None))
-    key = decode_cursor(cursor)
-    if key is not None:
-        try:
-            at, last_id = datetime.fromisoformat(str(key[0])), str(key[1])
-        except (ValueError, IndexError):
-            raise CursorInvalid() from None
-        stmt = stmt.where(or_(Payment.opened_at < at, and_(Payment.opened_at == at, Payment.id < last_id)))
-    rows = list((await session.execute(
-        stmt.order_by(Payment.opened_at.desc(), Payment.id.desc()).limit(limit + 1))).scalars().all())
-    nxt = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        nxt = encode_cursor([aware(rows[-1].opened_at).isoformat(), rows[-1].id])
-    return rows, nxt
+    page = await keyset_page(session, stmt, keys=[Payment.opened_at, Payment.id], cursor=cursor, limit=limit,
+                             descending=True)
+    return page.rows, page.next_cursor
 
 
 def staff_view(p: Payment) -> PaymentRecord:

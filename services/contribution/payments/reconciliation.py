@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.clock import SHANGHAI, aware
 from services.common.jobs import periodic
-from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
+from services.common.pagination import keyset_page
 from services.contribution.payments import alipay, wechatpay
 from services.contribution.payments.errors import (
     BillUnavailable,
@@ -57,7 +57,7 @@ from services.contribution.payments.models import (
     RefundStatus,
 )
 from services.contribution.payments.money import AmountInvalid, yuan_to_fen
-from services.contribution.payments.platforms import PaymentPlatforms, platforms_of
+from services.contribution.payments.platforms import PaymentPlatforms, interval_of, platforms_of
 from services.contribution.payments.queries import PLATFORM_ERRORS, apply_view, look_up
 
 log = logging.getLogger("socialsec.contribution.payments")
@@ -381,17 +381,8 @@ async def report_page(
     stmt = select(ReconciliationItem).where(ReconciliationItem.reconciliation_id == rec.id)
     if outcome is not None:
         stmt = stmt.where(ReconciliationItem.outcome == outcome)
-    key = decode_cursor(cursor)
-    if key is not None:
-        if len(key) != 1 or not isinstance(key[0], str):
-            raise CursorInvalid()
-        stmt = stmt.where(ReconciliationItem.item_key > key[0])
-    rows = list((await session.execute(stmt.order_by(ReconciliationItem.item_key).limit(limit + 1))).scalars().all())
-    nxt = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        nxt = encode_cursor([rows[-1].item_key])
-    return rec, rows, nxt
+    page = await keyset_page(session, stmt, keys=[ReconciliationItem.item_key], cursor=cursor, limit=limit)
+    return rec, page.rows, page.next_cursor
 
 
 def report_times(rec: Reconciliation) -> dict[str, Any]:
@@ -427,7 +418,5 @@ async def reconcile_yesterday_once(app: FastAPI) -> int:
 
 async def daily_reconciliation(app: FastAPI, stop: asyncio.Event) -> None:
     """Runs until stopped: yesterday's bills reconciled once they are published."""
-    def interval(a: Any) -> float:
-        return float(platforms_of(a).settings.reconciliation_interval_seconds)
-
+    interval = interval_of(lambda s: s.reconciliation_interval_seconds)
     await periodic("reconciling yesterday's bills", reconcile_yesterday_once, interval)(app, stop)

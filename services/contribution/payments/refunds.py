@@ -53,7 +53,7 @@ from services.contribution.payments.models import (
     RefundStatus,
 )
 from services.contribution.payments.money import yuan_to_fen
-from services.contribution.payments.platforms import PaymentPlatforms, platforms_of
+from services.contribution.payments.platforms import PaymentPlatforms, interval_of, platforms_of
 from services.contribution.payments.schemas import RefundOut
 
 log = logging.getLogger("socialsec.contribution.payments")
@@ -387,9 +387,7 @@ async def retry_refunds_once(app: FastAPI) -> int:
 
 async def refund_retrier(app: FastAPI, stop: asyncio.Event) -> None:
     """Runs until stopped: settles refunds left processing (crash, platform away, notification lost)."""
-    def interval(a: Any) -> float:
-        return float(platforms_of(a).settings.refund_interval_seconds)
-
+    interval = interval_of(lambda s: s.refund_interval_seconds)
     await periodic("settling refunds", retry_refunds_once, interval)(app, stop)
 
 
@@ -398,16 +396,14 @@ async def handle_wechat_refund_notification(
 ) -> tuple[int, str | None]:
     """Verify, decrypt and apply a WeChat Pay refund notification; (204, None) when handled, else (4xx, reason)."""
     raw = body[:MAX_RAW].decode("utf-8", errors="replace")
-    kept = {k: v[:512] for k, v in headers.items() if k.lower().startswith("wechatpay-")}
-    rec: dict[str, Any] = {"channel": "wechat", "received_at": now, "raw": raw, "headers": kept}
+    rec: dict[str, Any] = {"channel": "wechat", "received_at": now, "raw": raw, "headers": wechatpay.kept_headers(headers)}
     cfg = platforms.wechat
     try:
         n = wechatpay.parse_refund_notification(cfg, headers=headers, body=body, now=int(now.timestamp()))
     except wechatpay.NotificationRejected as exc:
         log.warning("wechatpay refund notification refused: %s", exc.reason)
         session.add(PaymentNotification(verified=False, outcome=f"refund_rejected:{exc.reason}"[:40], **rec))
-        status = 401 if exc.reason in ("unsigned", "timestamp", "stale", "unknown_serial", "signature") else 400
-        return status, exc.reason
+        return wechatpay.rejection_status(exc.reason), exc.reason
     rec.update(out_trade_no=n.out_trade_no[:64], platform_trade_no=(n.refund_id or "")[:64] or None,
                notify_id=n.notification_id[:128] or None, trade_status=f"REFUND.{n.refund_status}"[:40],
                amount_fen=n.refund_fen)

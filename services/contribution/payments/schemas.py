@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.common.pagination import Page
 from services.common.regions import RegionNamed
 from services.contribution.enums import PaidBy
 from services.contribution.payments.models import (
@@ -84,9 +85,8 @@ class PaymentRecord(BaseModel):
     certificate_code: str | None = None
 
 
-class PaymentPage(BaseModel):
-    items: list[PaymentRecord]
-    next_cursor: str | None = None
+class PaymentPage(Page[PaymentRecord]):
+    pass
 
 
 class RefundIn(BaseModel):

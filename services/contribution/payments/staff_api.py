@@ -5,17 +5,22 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
+from services.common.clock import ClockDep
 from services.common.db import DbSession
-from services.common.idempotency import run_idempotent
 from services.common.identifiers import AsciiInt
 from services.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorQuery
 from services.common.paths import IdPath
 from services.common.principal import Principal, require
 from services.common.routing import ServiceRoute
 from services.contribution.payments import reconciliation, refunds
-from services.contribution.payments.api import _IDEMPOTENCY_REQUIRED, _body, _wechat_fail
+from services.contribution.payments.api import (
+    _IDEMPOTENCY_REQUIRED,
+    _body,
+    wechat_answer,
+    wechat_notify_responses,
+)
 from services.contribution.payments.models import PaymentChannel, ReconciliationOutcome
 from services.contribution.payments.platforms import platforms_of
 from services.contribution.payments.schemas import (
@@ -46,37 +51,28 @@ _REFUND_PROBLEMS: dict[int | str, dict[str, Any]] = {
     summary="Refund a payment (refund_pending; or, staff admin, a credited one) (Idempotency-Key required)",
 )
 async def refund_payment(
-    request: Request, session: DbSession, principal: Operator, body: RefundIn, payment_id: IdPath,
+    request: Request, session: DbSession, clock: ClockDep, principal: Operator, body: RefundIn, payment_id: IdPath,
 ) -> Any:
     """Refunds what is left of the payment. Alipay answers at once (`succeeded`); WeChat Pay usually answers
     `processing`, then its notification settles the refund. A refund of a credited payment (staff admin)
     uncredits its months once it succeeds. `failed`: refused by the platform, nothing moved."""
-    app = request.app
-    return await run_idempotent(
-        session, request, scope=principal.actor_id, required=True, status_code=201,
-        action=lambda: refunds.request_refund(
-            session=session, platforms=platforms_of(app), payment_id=payment_id, principal=principal,
-            reason=body.reason, clock=app.state.clock,
-        ),
+    return await refunds.request_refund(
+        session=session, platforms=platforms_of(request.app), payment_id=payment_id, principal=principal,
+        reason=body.reason, clock=clock,
     )
 
 
 @router.post(
     "/notify/wechatpay/refunds", status_code=204,
     summary="WeChat Pay refund notification (signed, encrypted JSON); 204 when handled",
-    responses={400: {"description": '{"code": "FAIL", "message": ...}: not ours, amount mismatch, not decrypted',
-                     "content": _wechat_fail("amount_mismatch")},
-               401: {"description": "signature not verified", "content": _wechat_fail("signature")},
-               404: {"description": "unknown refund", "content": _wechat_fail("unknown_refund")}},
+    responses=wechat_notify_responses("refund"),
 )
-async def notify_wechatpay_refund(request: Request, session: DbSession) -> Response:
+async def notify_wechatpay_refund(request: Request, session: DbSession, clock: ClockDep) -> Response:
     status, reason = await refunds.handle_wechat_refund_notification(
         session=session, platforms=platforms_of(request.app), headers=request.headers, body=await _body(request),
-        now=request.app.state.clock.now(),
+        now=clock.now(),
     )
-    if status == 204:
-        return Response(status_code=204)
-    return JSONResponse({"code": "FAIL", "message": reason or "failed"}, status_code=status)
+    return wechat_answer(status, reason)
 
 
 _RECON_PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -111,21 +107,18 @@ async def _report(
     responses={**_RECON_PROBLEMS, 502: {"description": "bill_unavailable"}},
     summary="Reconcile a day on a channel now (again: the report is replaced by the same one)",
 )
-async def run_reconciliation(request: Request, session: DbSession, principal: Operator, body: ReconciliationIn) -> Any:
+async def run_reconciliation(
+    request: Request, session: DbSession, clock: ClockDep, principal: Operator, body: ReconciliationIn,
+) -> Any:
     """Downloads the platform's bill for the day and compares it with our payments and refunds; a paid trade
     we missed is credited after a query. Answers the counts and the first page of items."""
-    app = request.app
-    day = reconciliation.parse_day(body.date, app.state.clock.now())
-
-    async def action() -> Any:
-        # The run uses transactions of its own around its platform calls: end the request's first.
-        await session.commit()
-        await reconciliation.reconcile(app, channel=str(body.channel), day=day, actor=principal.actor_id)
-        report = await _report(session, day=body.date, channel=body.channel, outcome=None, limit=DEFAULT_LIMIT,
-                               cursor=None, now=app.state.clock.now())
-        return report.model_dump(mode="json", exclude_none=True)
-
-    return await run_idempotent(session, request, scope=principal.actor_id, status_code=200, action=action)
+    day = reconciliation.parse_day(body.date, clock.now())
+    # The run uses transactions of its own around its platform calls: end the request's first.
+    await session.commit()
+    await reconciliation.reconcile(request.app, channel=str(body.channel), day=day, actor=principal.actor_id)
+    report = await _report(session, day=body.date, channel=body.channel, outcome=None, limit=DEFAULT_LIMIT,
+                           cursor=None, now=clock.now())
+    return report.model_dump(mode="json", exclude_none=True)
 
 
 @router.get(
@@ -134,10 +127,10 @@ async def run_reconciliation(request: Request, session: DbSession, principal: Op
     summary="A day's reconciliation on a channel: counts and items (keyset pages, by number)",
 )
 async def get_reconciliation(
-    request: Request, session: DbSession, _staff: Operator,
+    session: DbSession, clock: ClockDep, _staff: Operator,
     date: Annotated[str, Path(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="YYYY-MM-DD (Asia/Shanghai)")],
     channel: PaymentChannel, outcome: ReconciliationOutcome | None = None,
     limit: Annotated[AsciiInt, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT, cursor: CursorQuery = None,
 ) -> ReconciliationOut:
     return await _report(session, day=date, channel=channel, outcome=outcome, limit=limit, cursor=cursor,
-                         now=request.app.state.clock.now())
+                         now=clock.now())

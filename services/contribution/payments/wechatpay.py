@@ -215,8 +215,25 @@ class Transaction:
         return self.trade_state in ("CLOSED", "REVOKED", "PAYERROR")
 
 
-def parse_notification(config: WechatPayConfig, *, headers: Mapping[str, str], body: bytes, now: int) -> Transaction:
-    """Verify, decrypt and read a payment notification, or raise NotificationRejected."""
+# Refusals that say the sender is not WeChat Pay (answered 401; the others 400).
+UNVERIFIED_REASONS = frozenset({"unsigned", "timestamp", "stale", "unknown_serial", "signature"})
+
+
+def rejection_status(reason: str) -> int:
+    """The status a refused notification is answered with."""
+    return 401 if reason in UNVERIFIED_REASONS else 400
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The `Wechatpay-*` headers of a notification, as its record keeps them."""
+    return {k: v[:512] for k, v in headers.items() if k.lower().startswith("wechatpay-")}
+
+
+def _open_notification(
+    config: WechatPayConfig, *, headers: Mapping[str, str], body: bytes, now: int,
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Verify a notification's signature and decrypt its resource: (serial, envelope, resource);
+    NotificationRejected otherwise."""
     if len(body) > MAX_NOTIFICATION_BYTES:
         raise NotificationRejected("too_large")
     serial = verify_signed_message(
@@ -228,7 +245,12 @@ def parse_notification(config: WechatPayConfig, *, headers: Mapping[str, str], b
         raise NotificationRejected("json") from exc
     if not isinstance(envelope, dict) or not isinstance(envelope.get("resource"), dict):
         raise NotificationRejected("resource")
-    data = decrypt_resource(envelope["resource"], config.apiv3_key)
+    return serial, envelope, decrypt_resource(envelope["resource"], config.apiv3_key)
+
+
+def parse_notification(config: WechatPayConfig, *, headers: Mapping[str, str], body: bytes, now: int) -> Transaction:
+    """Verify, decrypt and read a payment notification, or raise NotificationRejected."""
+    serial, envelope, data = _open_notification(config, headers=headers, body=body, now=now)
     amount = data.get("amount")
     total = amount.get("total") if isinstance(amount, dict) else None
     out_trade_no, trade_state = data.get("out_trade_no"), data.get("trade_state")
@@ -269,38 +291,11 @@ async def jsapi_prepay(
     }
     if time_expire:
         payload["time_expire"] = time_expire
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    url = config.base_url.rstrip("/") + JSAPI_PATH
-    split = urlsplit(url)
-    path = split.path + (f"?{split.query}" if split.query else "")
-    auth = authorization(
-        method="POST", url_path=path, body=body, mchid=config.mchid, serial_no=config.merchant_serial,
-        key=config.merchant_key, timestamp=now,
-    )
-    try:
-        resp = await client.post(
-            url, content=body.encode(),
-            headers={"Authorization": auth, "Content-Type": "application/json", "Accept": "application/json"},
-        )
-    except httpx.HTTPError as exc:
-        raise WechatPayError(f"WeChat Pay unreachable: {type(exc).__name__}") from exc
-    try:
-        verify_signed_message(
-            headers=resp.headers, body=resp.content, platform_keys=config.platform_keys, now=now,
-            tolerance=config.tolerance_seconds,
-        )
-    except NotificationRejected as exc:
-        raise WechatPayError(f"WeChat Pay answer not verified: {exc.reason}") from exc
-    if resp.status_code != 200:
-        try:
-            code = resp.json().get("code")
-        except ValueError:
-            code = None
-        raise WechatPayError(f"WeChat Pay refused: HTTP {resp.status_code} {code or ''}".strip())
-    try:
-        prepay_id = resp.json().get("prepay_id")
-    except ValueError as exc:
-        raise WechatPayError("WeChat Pay answer is not JSON") from exc
+    status, data = await api(config, client, "POST", JSAPI_PATH, now=now, payload=payload)
+    if status != 200:
+        code = data.get("code") if data else None
+        raise WechatPayError(f"WeChat Pay refused: HTTP {status} {code or ''}".strip())
+    prepay_id = data.get("prepay_id") if data else None
     if not isinstance(prepay_id, str) or not prepay_id:
         raise WechatPayError("WeChat Pay answer has no prepay_id")
     return prepay_id
@@ -317,11 +312,11 @@ def _path_of(url: str) -> str:
     return split.path + (f"?{split.query}" if split.query else "")
 
 
-async def api(
+async def _send(
     config: WechatPayConfig, client: httpx.AsyncClient, method: str, path: str, *, now: int,
     payload: Mapping[str, Any] | None = None,
-) -> tuple[int, dict[str, Any] | None]:
-    """One signed API v3 call; the platform's answer verified: (HTTP status, JSON body or None for 204)."""
+) -> httpx.Response:
+    """Sign and send one API v3 request; the answer is not verified yet."""
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")) if payload is not None else ""
     url = config.base_url.rstrip("/") + path
     auth = authorization(
@@ -332,9 +327,17 @@ async def api(
     if payload is not None:
         headers["Content-Type"] = "application/json"
     try:
-        resp = await client.request(method, url, content=body.encode() if payload is not None else None, headers=headers)
+        return await client.request(method, url, content=body.encode() if payload is not None else None, headers=headers)
     except httpx.HTTPError as exc:
         raise WechatPayError(f"WeChat Pay unreachable: {type(exc).__name__}") from exc
+
+
+async def api(
+    config: WechatPayConfig, client: httpx.AsyncClient, method: str, path: str, *, now: int,
+    payload: Mapping[str, Any] | None = None,
+) -> tuple[int, dict[str, Any] | None]:
+    """One signed API v3 call; the platform's answer verified: (HTTP status, JSON body or None for 204)."""
+    resp = await _send(config, client, method, path, now=now, payload=payload)
     try:
         verify_signed_message(
             headers=resp.headers, body=resp.content, platform_keys=config.platform_keys, now=now,
@@ -495,18 +498,7 @@ class RefundNotice:
 
 def parse_refund_notification(config: WechatPayConfig, *, headers: Mapping[str, str], body: bytes, now: int) -> RefundNotice:
     """Verify, decrypt and read a refund notification, or raise NotificationRejected."""
-    if len(body) > MAX_NOTIFICATION_BYTES:
-        raise NotificationRejected("too_large")
-    verify_signed_message(
-        headers=headers, body=body, platform_keys=config.platform_keys, now=now, tolerance=config.tolerance_seconds
-    )
-    try:
-        envelope = json.loads(body)
-    except ValueError as exc:
-        raise NotificationRejected("json") from exc
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("resource"), dict):
-        raise NotificationRejected("resource")
-    data = decrypt_resource(envelope["resource"], config.apiv3_key)
+    _serial, envelope, data = _open_notification(config, headers=headers, body=body, now=now)
     state = _refund_state(data, "refund_status")
     out_trade_no = data.get("out_trade_no")
     if not state.out_refund_no or not isinstance(out_trade_no, str) or not state.status:
@@ -668,17 +660,7 @@ def read_certificates(body: bytes, apiv3_key: bytes) -> list[PlatformCertificate
 
 async def fetch_certificates(config: WechatPayConfig, client: httpx.AsyncClient, *, now: int) -> list[PlatformCertificate]:
     """`GET /v3/certificates` (signed); the answer verified with a key already known; the certificates decrypted."""
-    url = config.base_url.rstrip("/") + CERTIFICATES_PATH
-    split = urlsplit(url)
-    path = split.path + (f"?{split.query}" if split.query else "")
-    auth = authorization(
-        method="GET", url_path=path, body="", mchid=config.mchid, serial_no=config.merchant_serial,
-        key=config.merchant_key, timestamp=now,
-    )
-    try:
-        resp = await client.get(url, headers={"Authorization": auth, "Accept": "application/json"})
-    except httpx.HTTPError as exc:
-        raise WechatPayError(f"WeChat Pay unreachable: {type(exc).__name__}") from exc
+    resp = await _send(config, client, "GET", CERTIFICATES_PATH, now=now)
     try:
         verify_signed_message(
             headers=resp.headers, body=resp.content, platform_keys=config.platform_keys, now=now,

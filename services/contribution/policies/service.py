@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.audit import record_audit
 from services.common.identifiers import month_from_index, month_index, region_candidates
+from services.common.pagination import decode_cursor, encode_cursor, keyset_page
 from services.common.principal import Principal
 from services.contribution.errors import PolicyNotFound, PolicyOverlap, PolicyPeriodInvalid
 from services.contribution.events import OUTBOX, POLICY_PUBLISHED, PolicyPublished
@@ -216,7 +217,18 @@ async def put_policy(
     return new, same is None
 
 
-async def policy_history(*, session: AsyncSession, region_code: str) -> list[Policy]:
-    """Every version of a region's policies, live and superseded, newest first."""
-    stmt = select(Policy).where(Policy.region_code == region_code).order_by(Policy.from_index.desc(), Policy.id.desc())
-    return list((await session.execute(stmt)).scalars().all())
+async def policy_history(
+    *, session: AsyncSession, region_code: str, limit: int, cursor: str | None
+) -> tuple[list[Policy], str | None]:
+    """Every version of a region's policies, live and superseded, newest first (keyset pages)."""
+    stmt = select(Policy).where(Policy.region_code == region_code)
+    key = decode_cursor(cursor)
+    if key is not None and len(key) == 1:
+        # A cursor of the earlier form held only the id of the last version served.
+        last = await session.get(Policy, key[0]) if isinstance(key[0], int) and not isinstance(key[0], bool) else None
+        if last is None or last.region_code != region_code:
+            return [], None
+        cursor = encode_cursor([last.from_index, last.id])
+    page = await keyset_page(session, stmt, keys=[Policy.from_index, Policy.id], cursor=cursor, limit=limit,
+                             descending=True)
+    return page.rows, page.next_cursor

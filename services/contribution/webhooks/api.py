@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from services.common.clock import aware
+from services.common.clock import ClockDep, aware
 from services.common.db import DbSession
 from services.common.errors import wants_english
 from services.common.events import ReadModelRoute
@@ -76,12 +76,14 @@ def delivery_out(d: WebhookDelivery) -> DeliveryOut:
                                     "validation_failed"}, **_WHO},
     summary="Set the unit's webhook endpoint (the secret is answered once, when it is created)",
 )
-async def put_webhook(request: Request, session: DbSession, principal: Unit, body: WebhookIn) -> WebhookOut:
+async def put_webhook(
+    request: Request, session: DbSession, clock: ClockDep, principal: Unit, body: WebhookIn,
+) -> WebhookOut:
     """Creates the unit's endpoint, or changes its URL and events (setting a disabled endpoint enables it again).
     Deliveries are signed as Standard Webhooks says, with the `whsec_` secret answered only on creation."""
     rt = runtime_of(request.app)
     endpoint, secret = await service.put_endpoint(
-        session=session, principal=principal, url=body.url, events=body.events, now=request.app.state.clock.now(),
+        session=session, principal=principal, url=body.url, events=body.events, now=clock.now(),
         allow_insecure=rt.allow_insecure, resolver=rt.resolver,
     )
     return endpoint_out(request, endpoint, secret)
@@ -95,16 +97,16 @@ async def get_webhook(request: Request, session: DbSession, principal: Unit) -> 
 
 @router.delete("", status_code=204, response_class=Response, responses={**_NOT_FOUND, **_WHO},
                summary="Delete the unit's webhook endpoint (deliveries not yet made are given up)")
-async def delete_webhook(request: Request, session: DbSession, principal: Unit) -> Response:
-    await service.delete_endpoint(session=session, principal=principal, now=request.app.state.clock.now())
+async def delete_webhook(session: DbSession, clock: ClockDep, principal: Unit) -> Response:
+    await service.delete_endpoint(session=session, principal=principal, now=clock.now())
     return Response(status_code=204)
 
 
 @router.post("/secret-rotation", response_model=WebhookOut, responses={**_NOT_FOUND, **_WHO},
              summary="A new signing secret (answered once); the old one also signs for 24 hours")
-async def rotate_webhook_secret(request: Request, session: DbSession, principal: Unit) -> WebhookOut:
+async def rotate_webhook_secret(request: Request, session: DbSession, clock: ClockDep, principal: Unit) -> WebhookOut:
     """While both secrets sign, `webhook-signature` carries two `v1,...` signatures separated by a space."""
-    endpoint, secret = await service.rotate_secret(session=session, principal=principal, now=request.app.state.clock.now())
+    endpoint, secret = await service.rotate_secret(session=session, principal=principal, now=clock.now())
     return endpoint_out(request, endpoint, secret)
 
 
@@ -128,8 +130,8 @@ async def list_webhook_deliveries(
     summary="Send a delivery again (at the sender's next pass)",
 )
 async def retry_webhook_delivery(
-    request: Request, session: DbSession, principal: Unit, delivery_id: IdPath,
+    session: DbSession, clock: ClockDep, principal: Unit, delivery_id: IdPath,
 ) -> DeliveryOut:
     delivery = await service.retry_delivery(session=session, principal=principal, delivery_id=delivery_id,
-                                            now=request.app.state.clock.now())
+                                            now=clock.now())
     return delivery_out(delivery)

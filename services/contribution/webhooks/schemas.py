@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.common.pagination import Page
 from services.contribution.webhooks.models import DeliveryStatus, EndpointStatus
 
 EVENTS_DOC = "payment.succeeded, declaration.expired, payment.refund_pending, payment.refunded; all of them when left out"
@@ -60,6 +61,5 @@ class DeliveryOut(BaseModel):
     payload: dict[str, Any] = Field(description="the body sent: type, timestamp, data")
 
 
-class DeliveryPage(BaseModel):
-    items: list[DeliveryOut]
-    next_cursor: str | None = None
+class DeliveryPage(Page[DeliveryOut]):
+    pass

@@ -10,12 +10,11 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.clock import aware
-from services.common.pagination import CursorInvalid, decode_cursor, encode_cursor
+from services.common.pagination import keyset_page
 from services.common.principal import Principal
 from services.contribution.webhooks.errors import (
     WebhookDeliveryNotFound,
@@ -161,22 +160,9 @@ async def list_deliveries(
     stmt = select(WebhookDelivery).where(WebhookDelivery.unit_kind == kind, WebhookDelivery.credit_code == code)
     if status is not None:
         stmt = stmt.where(WebhookDelivery.status == status)
-    key = decode_cursor(cursor)
-    if key is not None:
-        try:
-            at, last_id = aware(datetime.fromisoformat(str(key[0]))), str(key[1])
-        except (ValueError, IndexError):
-            raise CursorInvalid() from None
-        stmt = stmt.where(or_(WebhookDelivery.created_at < at,
-                              and_(WebhookDelivery.created_at == at, WebhookDelivery.id < last_id)))
-    rows = list((await session.execute(
-        stmt.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc()).limit(limit + 1)
-    )).scalars().all())
-    nxt = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        nxt = encode_cursor([aware(rows[-1].created_at).isoformat(), rows[-1].id])
-    return rows, nxt
+    page = await keyset_page(session, stmt, keys=[WebhookDelivery.created_at, WebhookDelivery.id], cursor=cursor,
+                             limit=limit, descending=True)
+    return page.rows, page.next_cursor
 
 
 async def retry_delivery(*, session: AsyncSession, principal: Principal, delivery_id: str, now: datetime) -> WebhookDelivery:
