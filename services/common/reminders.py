@@ -64,6 +64,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from services.common.clock import SHANGHAI, aware
 from services.common.db import DbSession
 from services.common.errors import DomainError, NotFound
+from services.common.identifiers import ascii_digits
 from services.common.jobs import BackgroundJob, periodic
 from services.common.paths import IdPath
 from services.common.pii import id_hash
@@ -730,7 +731,7 @@ class _TokenRefused(Exception):
 
 def _is_alipay_user_id(value: str) -> bool:
     """A 2088... user id (16 ASCII digits); otherwise the newer open id."""
-    return len(value) == 16 and value.startswith("2088") and value.isascii() and value.isdigit()
+    return len(value) == 16 and value.startswith("2088") and ascii_digits(value)
 
 
 def reminder_settings_of(app: Any) -> ReminderSettings:
