@@ -2,7 +2,7 @@
 (GB 32100-2015), region codes (GB/T 2260), payment months, names, and the one rule for
 digits a client sends.
 
-Digits: the regex digit class, `str.isdigit()` and `int()` accept every Unicode digit, so
+Digits: the regex digit class, `str.isdigit` and `int()` accept every Unicode digit, so
 `２０２５-08` and `2025-08` would be two different months. Every identifier, month,
 year, code and number a client sends goes through `to_ascii` once: the full-width
 forms a Chinese input method types (`０-９`, `Ａ-Ｚ`, `ａ-ｚ`, `－`) become their ASCII
