@@ -91,7 +91,7 @@ def running_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
         base[f"{s.upper()}_POLL_INTERVAL_SECONDS"] = "3"
         # Stacks of this package share one PostgreSQL server (100 connections by default) with the
         # replicated stack's eight processes: small pools (at most twice this) keep them all under it.
-        base[f"{s.upper()}_DB_POOL_SIZE"] = "3"
+        base[f"{s.upper()}_DB_POOL_SIZE"] = "5"
     base["SANDBOX_NOTIFY_RETRY_SECONDS"] = "0.5"
     nats_prefix = f"e2e{uuid.uuid4().hex[:10]}"
     if transport == "nats":
